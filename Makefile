@@ -1,0 +1,35 @@
+# Two entry points (README): `make demo` and `make test`. Both set up .venv when missing.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: demo test setup data smoke clean-venv
+
+$(VENV)/.installed: setup.py settings.ini
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -e '.[dev]'
+	@touch $@
+
+setup: $(VENV)/.installed
+
+# Fashion-MNIST for the demo preset: Debian's dataset-fashion-mnist when we can install it.
+data:
+	@if [ -f $(FMNIST) ] || [ -n "$$REVSSL_DATA" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get install -y -q dataset-fashion-mnist >/dev/null || \
+	  (apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null); \
+	else \
+	  echo "Fashion-MNIST not found: run 'sudo apt-get install dataset-fashion-mnist' (Debian/Ubuntu),"; \
+	  echo "or set REVSSL_DATA to a folder holding FashionMNIST/raw/*-ubyte.gz (revssl downloads it when online)."; \
+	fi
+
+demo: setup data
+	$(VENV)/bin/revssl reproduce --preset demo --out runs/demo
+
+test: setup data
+	$(VENV)/bin/nbdev_test --n_workers 2 --do_print
+	$(VENV)/bin/pytest -q tests
