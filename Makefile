@@ -3,6 +3,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
+# PyTorch's OpenMP threads spin while waiting; on a shared 2-core machine that makes small ops up to 10x slower.
+export OMP_WAIT_POLICY ?= PASSIVE
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 .PHONY: demo test setup data smoke clean-venv
