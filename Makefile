@@ -22,8 +22,9 @@ setup: $(VENV)/.installed
 data:
 	@if [ -f $(FMNIST) ] || [ -n "$$REVSSL_DATA" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  apt-get install -y -q dataset-fashion-mnist >/dev/null || \
-	  (apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null); \
+	  apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1) || \
+	  echo "warning: could not install Debian's dataset-fashion-mnist; the demo and the Fashion-MNIST tests need it"; \
 	else \
 	  echo "Fashion-MNIST not found: run 'sudo apt-get install dataset-fashion-mnist' (Debian/Ubuntu),"; \
 	  echo "or set REVSSL_DATA to a folder holding FashionMNIST/raw/*-ubyte.gz (revssl downloads it when online)."; \

@@ -6,6 +6,8 @@ GPU) against the common style (fp32, eager, per-image torchvision augmentation i
 
 Prints views/s (median over repeats) for both and their ratio, as a markdown table.
 """
+import os
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: avoid OpenMP spin-waits on shared CPUs (see bench/augment.py)
 import argparse, itertools, statistics, time
 from dataclasses import replace
 

@@ -58,7 +58,7 @@ def test_stages_run_alone(smoke, tmp_path):
 
 
 def test_sigterm_saves_and_resume_is_exact(tmp_path):
-    args = ["--preset", "smoke", "--quiet", "--set", "epochs=60", "--set", "analysis_epochs=0,60", "--device", "cpu"]
+    args = ["--preset", "smoke", "--quiet", "--set", "epochs=10", "--set", "analysis_epochs=0,10", "--device", "cpu"]
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     run("train", "--out", str(straight), *args)
     p = subprocess.Popen([*REVSSL, "train", "--out", str(stopped), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -72,8 +72,8 @@ def test_sigterm_saves_and_resume_is_exact(tmp_path):
     assert "stopped by signal SIGTERM" in err and "--resume" in err
     assert not list(stopped.rglob("*.tmp"))
     run("train", "--out", str(stopped), "--resume", *args)
-    a = torch.load(straight / "checkpoints" / "epoch_0060.pt", weights_only=True)["model"]
-    b = torch.load(stopped / "checkpoints" / "epoch_0060.pt", weights_only=True)["model"]
+    a = torch.load(straight / "checkpoints" / "epoch_0010.pt", weights_only=True)["model"]
+    b = torch.load(stopped / "checkpoints" / "epoch_0010.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
