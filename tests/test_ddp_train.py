@@ -81,7 +81,8 @@ def runs(tmp_path_factory):
 
 def test_two_ranks_finish_and_write_one_run(runs):
     ddp, _, p = runs
-    assert p.stdout.count("revssl: train done") == 2, p.stdout  # both ranks returned normally
+    # torchrun exits 0 only when every rank returned normally; the console line is printed by rank 0 alone
+    assert p.stdout.count("revssl: train done") == 1, p.stdout
     assert files(ddp) == FILES                                  # no duplicates, no temporary files
     log = (ddp / "train_log.csv").read_text().splitlines()
     assert log[0].startswith("epoch,lr,total,") and [r.split(",")[0] for r in log[1:]] == ["1", "2"]
