@@ -111,6 +111,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--tol", type=float, default=None, help="stopping tolerance of the fast probe (default: its own)")
     p.add_argument("--C", default="1.0", help="C of the fast probe: a number or 'holdout' (LinearSVC keeps C=1)")
+    p.add_argument("--solver", default="auto", choices=("auto", "newton", "cg"), help="solver of the fast probe")
     a = p.parse_args(argv)
     if not a.cache and not a.synthetic: p.error("give --cache FILE or --synthetic")
     if a.synthetic:
@@ -122,7 +123,7 @@ def main(argv=None):
     dev = torch.device(a.device)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     C = a.C if a.C == "holdout" else float(a.C)
-    fast_kw = dict(C=C) if a.tol is None else dict(C=C, tol=a.tol)
+    fast_kw = dict(C=C, solver=a.solver) if a.tol is None else dict(C=C, solver=a.solver, tol=a.tol)
     svc_rep = a.svc_repeats or a.repeats
 
     rows, tot_svc, tot_fast = [], 0., 0.

@@ -14,7 +14,7 @@ from torch import Tensor
 from sklearn.svm import LinearSVC
 
 # %% auto #0
-__all__ = ['CHUNK_ELEMS', 'PROBES', 'class_means', 'cdnv', 'class_variance', 'class_mean_distance', 'ncc_accuracy',
+__all__ = ['CHUNK_ELEMS', 'SOLVERS', 'PROBES', 'class_means', 'cdnv', 'class_variance', 'class_mean_distance', 'ncc_accuracy',
            'accuracy_ratio', 'normalize_by_init', 'linear_probe', 'mine_estimate']
 
 # %% ../nbs/05_metrics.ipynb #b984fa42
@@ -223,52 +223,144 @@ def _ovr_targets(ys:dict, # name -> integer labels [N]
         cols.append(Y); spans.append((name, k, k + len(classes), classes)); k += len(classes)
     return torch.cat(cols, 1), spans
 
+def _ridge_start(X:Tensor, # standardised features with a constant column [N, D+1]
+                 Y:Tensor, # ±1 targets [N, K]
+                 C2:Tensor, # 2·C per column [K]
+                )->tuple:
+    "Eigenbasis (s, V) of XᵀX, XᵀY, and the minimiser when every margin is violated (ridge onto ±1): the Newton step from 0."
+    s, V = torch.linalg.eigh((X.T @ X).double())
+    s, V = s.clamp_min(0).to(X.dtype), V.to(X.dtype)
+    XtY = X.T @ Y
+    return s, V, XtY, V @ ((V.T @ XtY) / (s[:, None] + 1 / C2))
+
+def _stop_norms(Y:Tensor, XtY:Tensor, C2:Tensor, tol:float)->Tensor:
+    "liblinear's rule per column: |grad| <= tol · max(min(#pos, #neg), 1)/N · |grad at w=0|."
+    n_pos = (Y > 0).sum(0)
+    return tol * torch.minimum(n_pos, len(Y) - n_pos).clamp_min(1) / len(Y) * (C2 * XtY).norm(dim=0)
+
+def _exact_step(m:Tensor, # margin deficits 1 − y·(x·w) [N, K]
+                dl:Tensor, # their change per unit step, y·(x·d) [N, K]
+                w:Tensor, d:Tensor, # weights and direction [D, K]
+                C2:Tensor, # 2·C per column [K]
+                t:Tensor, # starting step per column [K]
+                steps:int=3, # Newton steps on the 1-D objective
+               )->Tensor:
+    "Step length per column minimising the piecewise-quadratic objective along d (Newton's method in 1-D)."
+    dl2, wd, dd = dl * dl, (w * d).sum(0), (d * d).sum(0)
+    for _ in range(steps):
+        r = torch.addcmul(m, dl, t, value=-1).clamp_min_(0)
+        d1 = wd + t * dd - C2 * (r * dl).sum(0)
+        d2 = dd + C2 * r.sign_().mul_(dl2).sum(0)
+        t = t - d1 / d2.clamp_min(1e-30)
+    return t
+
+def _row_grams(X:Tensor, # features [N, D]
+               mask:Tensor, # which rows count for which column [N, K] (bool)
+               weight:Tensor=None, # optional weight per (row, column) [N, K]
+               max_elems:int=2**25, # bound on the gathered rows held at once (columns are chunked)
+              )->Tensor:
+    "Per column k, Σ_i weight_ik·x_i x_iᵀ over the rows with mask[i, k]: [K, D, D], from each column's rows only."
+    K, D = mask.shape[1], X.shape[1]
+    out = X.new_zeros(K, D, D)
+    kk, ii = mask.T.nonzero(as_tuple=True)                    # grouped by column
+    cnt = torch.bincount(kk, minlength=K)
+    off = torch.cat([cnt.new_zeros(1), cnt.cumsum(0)]).tolist()
+    width = max(1, max_elems // (max(1, int(cnt.max()) if len(kk) else 1) * D))
+    for k0 in range(0, K, width):
+        k1 = min(K, k0 + width); a, b = off[k0], off[k1]
+        if a == b: continue
+        kc, ic = kk[a:b], ii[a:b]
+        pos = torch.arange(a, b, device=X.device) - torch.as_tensor(off, device=X.device)[kc]
+        R = X.new_zeros(k1 - k0, int(cnt[k0:k1].max()), D)   # column k's rows, zero-padded
+        R[kc - k0, pos] = X[ic]
+        if weight is None: L = R
+        else: Wp = X.new_zeros(R.shape[:2]); Wp[kc - k0, pos] = weight[ic, kc]; L = R * Wp[..., None]
+        out[k0:k1] = L.transpose(1, 2) @ R
+    return out
+
+def _squared_hinge_newton(X:Tensor, # standardised features with a constant column [N, D+1]
+                          Y:Tensor, # ±1 targets [N, K]
+                          C:Tensor, # inverse regularisation per column [K]
+                          max_iter:int=50, # Newton steps at most
+                          tol:float=1e-4, # liblinear's stopping rule with this tolerance (LinearSVC's default)
+                         )->Tensor:
+    "Weights [D+1, K] minimising ½|w_k|² + C_k Σ_i max(0, 1 − Y_ik x_i·w_k)², by Newton steps on each column's active set."
+    C2 = (2 * C).to(X.dtype)
+    s, V, XtY, W = _ridge_start(X, Y, C2)
+    G, eye = V * s @ V.T, torch.eye(X.shape[1], dtype=X.dtype, device=X.device)
+    cols, w, y, c2, stop = torch.arange(Y.shape[1], device=X.device), W.clone(), Y, C2, _stop_norms(Y, XtY, C2, tol)
+    H = act = None
+    for _ in range(max_iter):
+        m = torch.addcmul(torch.ones_like(y), y, X @ w, value=-1)     # margin deficits 1 − y·(x·w)
+        g = w - c2 * (X.T @ (m.clamp_min(0) * y))
+        todo = g.norm(dim=0) > stop
+        if not todo.all():                                             # converged columns leave the batch
+            W[:, cols] = w
+            j = todo.nonzero().squeeze(1)
+            cols, c2, stop = cols[j], c2[j], stop[j]
+            w, y, m, g = (t.index_select(1, j) for t in (w, y, m, g))
+            if H is not None: H, act = H[j], act.index_select(1, j)
+            if not len(cols): return W
+        new = m > 0                                                    # samples inside the margin
+        if H is None or (new != act).sum() > new.sum():                # Hessian from scratch (via the complement if smaller)
+            H = G - _row_grams(X, ~new) if 2 * new.sum() > new.numel() else _row_grams(X, new)
+            H = H.mul_(c2[:, None, None]).add_(eye)
+        else:                                                          # rows that entered (+) or left (−) the active set
+            H += c2[:, None, None] * _row_grams(X, new != act, new.to(X.dtype) * 2 - 1)
+        act = new
+        d = -torch.cholesky_solve(g.T[:, :, None], torch.linalg.cholesky_ex(H)[0])[:, :, 0].T
+        w = w + d * _exact_step(m, (X @ d).mul_(y), w, d, c2, torch.ones_like(c2))
+    W[:, cols] = w
+    warnings.warn(f"fast probe: {len(cols)} of {Y.shape[1]} columns did not converge in {max_iter} Newton steps; "
+                  "increase max_iter", RuntimeWarning)
+    return W
+
+def _squared_hinge_cg(X:Tensor, # standardised features with a constant column [N, D+1]
+                      Y:Tensor, # ±1 targets [N, K]
+                      C:Tensor, # inverse regularisation per column [K]
+                      max_iter:int=1000, # conjugate-gradient iterations at most
+                      tol:float=1e-4, # liblinear's stopping rule with this tolerance (LinearSVC's default)
+                     )->Tensor:
+    "Weights [D+1, K] minimising the same objective by preconditioned nonlinear conjugate gradients (for large D)."
+    C2 = (2 * C).to(X.dtype)
+    s, V, XtY, w = _ridge_start(X, Y, C2)
+    stop = _stop_norms(Y, XtY, C2, tol)
+    active = torch.ones(Y.shape[1], dtype=torch.bool, device=X.device)
+    prec = lambda g, rho: V @ ((V.T @ g) / (1 + C2 * rho * s[:, None]))
+    m = torch.addcmul(torch.ones_like(Y), Y, X @ w, value=-1)
+    def grad_rho():
+        r = m.clamp_min(0)
+        return w - C2 * (X.T @ (r * Y)), (r > 0).to(X.dtype).mean(0)
+    g, rho = grad_rho()
+    h = prec(g, rho); d = -h; gh = (g * h).sum(0)
+    for _ in range(max_iter):
+        dl = (X @ d).mul_(Y)
+        t = _exact_step(m, dl, w, d, C2, torch.zeros_like(C2), steps=2)
+        w.addcmul_(d, t); m.addcmul_(dl, t, value=-1)
+        gn, rho = grad_rho()
+        active &= gn.norm(dim=0) > stop
+        if not active.any(): return w
+        hn = prec(gn, rho)
+        beta = ((gn * (hn - h)).sum(0) / gh.clamp_min(1e-30)).clamp_min(0)   # Polak–Ribière
+        d = (-hn + beta * d) * active
+        g, h = gn, hn; gh = (g * h).sum(0)
+    warnings.warn(f"fast probe: {int(active.sum())} of {len(active)} columns did not converge in {max_iter} "
+                  "iterations; increase max_iter", RuntimeWarning)
+    return w
+
+SOLVERS = {"newton": _squared_hinge_newton, "cg": _squared_hinge_cg}
+
 def _squared_hinge_ovr(X:Tensor, # standardised features with a constant column [N, D+1]
                        Y:Tensor, # ±1 targets [N, K]
                        C:Tensor, # inverse regularisation per column [K]
-                       max_iter:int=300, # conjugate-gradient iterations at most
-                       tol:float=3e-3, # liblinear's stopping rule with this tolerance (see above)
+                       solver:str="auto", # "newton", "cg", or "auto": Newton up to D+1 = 513 features, CG above
+                       max_iter:int=None, # iterations at most (default: the solver's)
+                       tol:float=1e-4, # liblinear's stopping rule with this tolerance
                       )->Tensor:
     "Weights [D+1, K] minimising ½|w_k|² + C_k Σ_i max(0, 1 − Y_ik x_i·w_k)² for every column k."
-    s, V = torch.linalg.eigh((X.T @ X).double())
-    s, V = s.clamp_min(0).to(X.dtype), V.to(X.dtype)
-    C2, XtY = 2 * C, X.T @ Y
-    w = V @ ((V.T @ XtY) / (s[:, None] + 1 / C2))      # ridge start: exact if every margin were violated
-    m = torch.addcmul(torch.ones_like(Y), Y, X @ w, value=-1)   # margin deficits 1 − y·(x·w)
-    r, tmp, dl, dl2 = (torch.empty_like(m) for _ in range(4))   # work buffers, reused every iteration
-    def grad_and_rho():
-        torch.clamp_min(m, 0, out=r)                   # hinge residuals max(0, 1 − y·(x·w))
-        rho = torch.sign(r, out=tmp).mean(0)           # fraction of samples inside the margin
-        return w - C2 * (X.T @ r.mul_(Y)), rho
-    g, rho = grad_and_rho()
-    n_pos = (Y > 0).sum(0)
-    # liblinear's rule: |grad| <= tol * max(min(#pos, #neg), 1) / N * |grad at w=0|
-    stop = tol * torch.minimum(n_pos, len(Y) - n_pos).clamp_min(1) / len(Y) * (C2 * XtY).norm(dim=0)
-    active = torch.ones(Y.shape[1], dtype=torch.bool, device=X.device)
-    prec = lambda g: V @ ((V.T @ g) / (1 + C2 * rho * s[:, None]))
-    h = prec(g); d = -h; gh = (g * h).sum(0)
-    for _ in range(max_iter):
-        torch.matmul(X, d, out=dl).mul_(Y)             # change of the margins along d
-        torch.mul(dl, dl, out=dl2)
-        wd, dd = (w * d).sum(0), (d * d).sum(0)
-        t = torch.zeros_like(wd)
-        for _ in range(2):                             # Newton on the 1-D piecewise quadratic in t
-            torch.addcmul(m, dl, t, value=-1, out=r).clamp_min_(0)
-            d1 = wd + t * dd - C2 * torch.mul(r, dl, out=tmp).sum(0)
-            d2 = dd + C2 * r.sign_().mul_(dl2).sum(0)
-            t = t - d1 / d2.clamp_min(1e-30)
-        w.addcmul_(d, t); m.addcmul_(dl, t, value=-1)
-        gn, rho = grad_and_rho()
-        active &= gn.norm(dim=0) > stop
-        if not active.any(): break
-        hn = prec(gn)
-        beta = ((gn * (hn - h)).sum(0) / gh.clamp_min(1e-30)).clamp_min(0)
-        d = (-hn + beta * d) * active
-        g, h = gn, hn; gh = (g * h).sum(0)
-    else:
-        warnings.warn(f"fast probe: {int(active.sum())} of {len(active)} columns did not converge in "
-                      f"{max_iter} iterations; increase max_iter", RuntimeWarning)
-    return w
+    if solver == "auto": solver = "newton" if X.shape[1] <= 513 else "cg"
+    if solver not in SOLVERS: raise ValueError(f"unknown solver {solver!r}; choose one of: auto, {', '.join(SOLVERS)}")
+    return SOLVERS[solver](X, Y, C, tol=tol, **({} if max_iter is None else {"max_iter": max_iter}))
 
 def _ovr_accuracy(scores:Tensor, ys:dict, spans:list)->dict:
     "Accuracy of argmax over each target set's columns."
@@ -276,25 +368,27 @@ def _ovr_accuracy(scores:Tensor, ys:dict, spans:list)->dict:
 
 def _probe_fast(train_x, train_ys:dict, test_x, test_ys:dict,
                 C=1.0, # inverse regularisation (LinearSVC's default), or "holdout" to choose it per target set
-                max_iter:int=300, # solver iterations at most
-                tol:float=3e-3, # stopping tolerance (liblinear's rule; LinearSVC uses 1e-4)
+                solver:str="auto", # "newton" (exact Hessians; small D), "cg" (conjugate gradients; large D), "auto"
+                max_iter:int=None, # solver iterations at most (default: the solver's)
+                tol:float=1e-4, # stopping tolerance (liblinear's rule and LinearSVC's default)
                 Cs=(0.01, 0.1, 1.0, 10.0), # candidates for C="holdout"
                 holdout:float=0.2, # fraction of the train set held out for C="holdout"
                 seed:int=0, # seed of the held-out split
                )->dict:
     "Test accuracy per target set of the jointly solved squared-hinge one-vs-rest probe (LinearSVC's objective)."
+    if solver not in ("auto", *SOLVERS): raise ValueError(f"unknown solver {solver!r}; choose one of: auto, {', '.join(SOLVERS)}")
     xtr, xte = _standardise(train_x, test_x, dtype=torch.float32, bias=True)
     Y, spans = _ovr_targets(train_ys)
+    fit = lambda X_, Y_, C_: _squared_hinge_ovr(X_, Y_, C_, solver, max_iter, tol)
     if isinstance(C, str):
         if C != "holdout": raise ValueError(f"C must be a positive number or 'holdout', got {C!r}")
-        Ccol = _holdout_C(xtr, Y, spans, train_ys, Cs, holdout, seed, max_iter, tol)
+        Ccol = _holdout_C(xtr, Y, spans, train_ys, Cs, holdout, seed, fit)
     else:
         if not C > 0: raise ValueError(f"C must be positive, got {C}")
         Ccol = torch.full((Y.shape[1],), float(C), device=xtr.device)
-    W = _squared_hinge_ovr(xtr, Y, Ccol, max_iter, tol)
-    return _ovr_accuracy(xte @ W, test_ys, spans)
+    return _ovr_accuracy(xte @ fit(xtr, Y, Ccol), test_ys, spans)
 
-def _holdout_C(xtr, Y, spans, train_ys, Cs, holdout, seed, max_iter, tol)->Tensor:
+def _holdout_C(xtr, Y, spans, train_ys, Cs, holdout, seed, fit)->Tensor:
     "Per column, the C of `Cs` whose target set scores best on a held-out part of the train set."
     n = len(xtr)
     nv = int(round(holdout * n))
@@ -303,8 +397,7 @@ def _holdout_C(xtr, Y, spans, train_ys, Cs, holdout, seed, max_iter, tol)->Tenso
     vi, fi = perm[:nv], perm[nv:]
     K = Y.shape[1]
     Cgrid = torch.tensor([float(c) for c in Cs], device=xtr.device).repeat_interleave(K)
-    W = _squared_hinge_ovr(xtr[fi], Y[fi].repeat(1, len(Cs)), Cgrid, max_iter, tol)
-    scores = xtr[vi] @ W
+    scores = xtr[vi] @ fit(xtr[fi], Y[fi].repeat(1, len(Cs)), Cgrid)
     Ccol = torch.empty(K, device=xtr.device)
     for n_, a, b, cl in spans:
         accs = [(cl[scores[:, j * K + a:j * K + b].contiguous().argmax(1)] == train_ys[n_][vi]).double().mean().item()
