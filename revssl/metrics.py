@@ -108,13 +108,17 @@ def _pair_sums(means:Tensor, # class means [C, D], float64
         ratio += ((var[a:a + len(d2), None] + var[None, :]) / (2 * d2))[off].sum().item()
     return dist, ratio
 
+def _pair_means(x:Tensor, y:Tensor)->tuple[float, float]:
+    "Squared class-mean distance and CDNV, each averaged over ordered pairs of distinct classes."
+    classes, _, means, var = _class_stats(x, y, min_classes=2)
+    C = len(classes)
+    return tuple(v / (C * (C - 1)) for v in _pair_sums(means, var, classes))
+
 def cdnv(x:Tensor, # features [N, D]
          y:Tensor, # integer labels [N], at least 2 classes
         )->float:
     "Class-distance normalised variance averaged over pairs of distinct classes (§2.2)."
-    classes, _, means, var = _class_stats(x, y, min_classes=2)
-    C = len(classes)
-    return _pair_sums(means, var, classes)[1] / (C * (C - 1))
+    return _pair_means(x, y)[1]
 
 def class_variance(x:Tensor, # features [N, D]
                    y:Tensor, # integer labels [N]
@@ -126,9 +130,7 @@ def class_mean_distance(x:Tensor, # features [N, D]
                         y:Tensor, # integer labels [N], at least 2 classes
                        )->float:
     "Squared distance between class means, averaged over pairs of distinct classes (§5)."
-    classes, _, means, var = _class_stats(x, y, min_classes=2)
-    C = len(classes)
-    return _pair_sums(means, var, classes)[0] / (C * (C - 1))
+    return _pair_means(x, y)[0]
 
 # %% ../nbs/05_metrics.ipynb #a54cb045
 def ncc_accuracy(train_x:Tensor, # train features [N, D] (class means come from these)
@@ -227,11 +229,12 @@ def _ridge_start(X:Tensor, # standardised features with a constant column [N, D+
                  Y:Tensor, # ±1 targets [N, K]
                  C2:Tensor, # 2·C per column [K]
                 )->tuple:
-    "Eigenbasis (s, V) of XᵀX, XᵀY, and the minimiser when every margin is violated (ridge onto ±1): the Newton step from 0."
-    s, V = torch.linalg.eigh((X.T @ X).double())
+    "XᵀX, its eigenbasis (s, V), XᵀY, and the minimiser when every margin is violated (ridge onto ±1): the Newton step from 0."
+    G = X.T @ X
+    s, V = torch.linalg.eigh(G.double())
     s, V = s.clamp_min(0).to(X.dtype), V.to(X.dtype)
     XtY = X.T @ Y
-    return s, V, XtY, V @ ((V.T @ XtY) / (s[:, None] + 1 / C2))
+    return G, s, V, XtY, V @ ((V.T @ XtY) / (s[:, None] + 1 / C2))
 
 def _stop_norms(Y:Tensor, XtY:Tensor, C2:Tensor, tol:float)->Tensor:
     "liblinear's rule per column: |grad| <= tol · max(min(#pos, #neg), 1)/N · |grad at w=0|."
@@ -264,13 +267,14 @@ def _row_grams(X:Tensor, # features [N, D]
     out = X.new_zeros(K, D, D)
     kk, ii = mask.T.nonzero(as_tuple=True)                    # grouped by column
     cnt = torch.bincount(kk, minlength=K)
-    off = torch.cat([cnt.new_zeros(1), cnt.cumsum(0)]).tolist()
+    off_t = torch.cat([cnt.new_zeros(1), cnt.cumsum(0)])
+    off = off_t.tolist()
     width = max(1, max_elems // (max(1, int(cnt.max()) if len(kk) else 1) * D))
     for k0 in range(0, K, width):
         k1 = min(K, k0 + width); a, b = off[k0], off[k1]
         if a == b: continue
         kc, ic = kk[a:b], ii[a:b]
-        pos = torch.arange(a, b, device=X.device) - torch.as_tensor(off, device=X.device)[kc]
+        pos = torch.arange(a, b, device=X.device) - off_t[kc]
         R = X.new_zeros(k1 - k0, int(cnt[k0:k1].max()), D)   # column k's rows, zero-padded
         R[kc - k0, pos] = X[ic]
         if weight is None: L = R
@@ -286,8 +290,8 @@ def _squared_hinge_newton(X:Tensor, # standardised features with a constant colu
                          )->Tensor:
     "Weights [D+1, K] minimising ½|w_k|² + C_k Σ_i max(0, 1 − Y_ik x_i·w_k)², by Newton steps on each column's active set."
     C2 = (2 * C).to(X.dtype)
-    s, V, XtY, W = _ridge_start(X, Y, C2)
-    G, eye = V * s @ V.T, torch.eye(X.shape[1], dtype=X.dtype, device=X.device)
+    G, _, _, XtY, W = _ridge_start(X, Y, C2)
+    eye = torch.eye(X.shape[1], dtype=X.dtype, device=X.device)
     cols, w, y, c2, stop = torch.arange(Y.shape[1], device=X.device), W.clone(), Y, C2, _stop_norms(Y, XtY, C2, tol)
     H = act = None
     for _ in range(max_iter):
@@ -302,11 +306,12 @@ def _squared_hinge_newton(X:Tensor, # standardised features with a constant colu
             if H is not None: H, act = H[j], act.index_select(1, j)
             if not len(cols): return W
         new = m > 0                                                    # samples inside the margin
-        if H is None or (new != act).sum() > new.sum():                # Hessian from scratch (via the complement if smaller)
+        changed = None if H is None else new != act
+        if changed is None or changed.sum() > new.sum():               # Hessian from scratch (via the complement if smaller)
             H = G - _row_grams(X, ~new) if 2 * new.sum() > new.numel() else _row_grams(X, new)
             H = H.mul_(c2[:, None, None]).add_(eye)
         else:                                                          # rows that entered (+) or left (−) the active set
-            H += c2[:, None, None] * _row_grams(X, new != act, new.to(X.dtype) * 2 - 1)
+            H += c2[:, None, None] * _row_grams(X, changed, new.to(X.dtype) * 2 - 1)
         act = new
         d = -torch.cholesky_solve(g.T[:, :, None], torch.linalg.cholesky_ex(H)[0])[:, :, 0].T
         w = w + d * _exact_step(m, (X @ d).mul_(y), w, d, c2, torch.ones_like(c2))
@@ -323,7 +328,7 @@ def _squared_hinge_cg(X:Tensor, # standardised features with a constant column [
                      )->Tensor:
     "Weights [D+1, K] minimising the same objective by preconditioned nonlinear conjugate gradients (for large D)."
     C2 = (2 * C).to(X.dtype)
-    s, V, XtY, w = _ridge_start(X, Y, C2)
+    _, s, V, XtY, w = _ridge_start(X, Y, C2)
     stop = _stop_norms(Y, XtY, C2, tol)
     active = torch.ones(Y.shape[1], dtype=torch.bool, device=X.device)
     prec = lambda g, rho: V @ ((V.T @ g) / (1 + C2 * rho * s[:, None]))
@@ -350,6 +355,11 @@ def _squared_hinge_cg(X:Tensor, # standardised features with a constant column [
 
 SOLVERS = {"newton": _squared_hinge_newton, "cg": _squared_hinge_cg}
 
+def _check_solver(solver:str):
+    "Raise a clear error for a solver name that is neither 'auto' nor one of `SOLVERS`."
+    if solver != "auto" and solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; choose one of: auto, {', '.join(SOLVERS)}")
+
 def _squared_hinge_ovr(X:Tensor, # standardised features with a constant column [N, D+1]
                        Y:Tensor, # ±1 targets [N, K]
                        C:Tensor, # inverse regularisation per column [K]
@@ -358,8 +368,8 @@ def _squared_hinge_ovr(X:Tensor, # standardised features with a constant column 
                        tol:float=1e-4, # liblinear's stopping rule with this tolerance
                       )->Tensor:
     "Weights [D+1, K] minimising ½|w_k|² + C_k Σ_i max(0, 1 − Y_ik x_i·w_k)² for every column k."
+    _check_solver(solver)
     if solver == "auto": solver = "newton" if X.shape[1] <= 513 else "cg"
-    if solver not in SOLVERS: raise ValueError(f"unknown solver {solver!r}; choose one of: auto, {', '.join(SOLVERS)}")
     return SOLVERS[solver](X, Y, C, tol=tol, **({} if max_iter is None else {"max_iter": max_iter}))
 
 def _ovr_accuracy(scores:Tensor, ys:dict, spans:list)->dict:
@@ -376,7 +386,7 @@ def _probe_fast(train_x, train_ys:dict, test_x, test_ys:dict,
                 seed:int=0, # seed of the held-out split
                )->dict:
     "Test accuracy per target set of the jointly solved squared-hinge one-vs-rest probe (LinearSVC's objective)."
-    if solver not in ("auto", *SOLVERS): raise ValueError(f"unknown solver {solver!r}; choose one of: auto, {', '.join(SOLVERS)}")
+    _check_solver(solver)
     xtr, xte = _standardise(train_x, test_x, dtype=torch.float32, bias=True)
     Y, spans = _ovr_targets(train_ys)
     fit = lambda X_, Y_, C_: _squared_hinge_ovr(X_, Y_, C_, solver, max_iter, tol)
