@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from revssl.data import (DATASETS, IMAGENET_MEAN, IMAGENET_STD, SimCLRAugment, load_dataset, two_view_batches,
-                         torchvision_two_view_loader)
+from revssl.datasets import DATASETS, IMAGENET_MEAN, IMAGENET_STD, load_dataset
+from revssl.augment import SimCLRAugment, two_view_batches, torchvision_two_view_loader
 
 
 def sync(device):

@@ -21,7 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from revssl.metrics import linear_probe  # noqa: E402
+from revssl.probes import linear_probe  # noqa: E402
 
 SETS = ("train", "test", "sample_train", "sample_test")
 

@@ -14,10 +14,10 @@ from dataclasses import replace
 import torch
 
 from revssl.config import get_preset
-from revssl.data import simclr_transform
+from revssl.augment import simclr_transform
 from revssl.models import build_model
 from revssl.train import build_augment, make_optimizer, ssl_step
-from revssl.data import dataset_info
+from revssl.datasets import dataset_info
 
 
 def sync(dev):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields, replace, asdict
 # %% auto #0
 __all__ = ['METHODS', 'ARCHS', 'OPTIMIZERS', 'AUGMENTS', 'PROBES', 'DATASET_NAMES', 'DEVICES', 'PAPER_EPOCHS', 'TARGET_EPOCHS',
            'PRESETS', 'Config', 'ConfigError', 'validate', 'apply_overrides', 'get_preset', 'config_to_dict',
-           'config_from_dict', 'config_hash']
+           'config_from_dict', 'config_hash', 'model_name']
 
 # %% ../nbs/00_config.ipynb #8197b5ab
 METHODS = ("vicreg", "simclr", "barlow", "supervised")
@@ -186,3 +186,8 @@ def config_hash(cfg:Config, keys:tuple=None)->str:
     d = config_to_dict(cfg)
     if keys is not None: d = {k: d[k] for k in keys}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+# %% ../nbs/00_config.ipynb #15447a6f
+def model_name(cfg:Config)->str:
+    "The backbone's name as the paper writes it: `RES-L-H`, `resnet18` or `vit`."
+    return f"RES-{cfg.depth}-{cfg.width}" if cfg.arch == "res" else cfg.arch

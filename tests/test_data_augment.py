@@ -9,10 +9,8 @@ from scipy import stats
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from revssl.data import (DATASETS, IMAGENET_MEAN, IMAGENET_STD, AugParams, SimCLRAugment, adjust_contrast_batch,
-                         adjust_hue_batch, adjust_saturation_batch, autoaugment_batch, default_augment,
-                         gaussian_blur_batch, normalize, sample_level_set, simclr_transform, two_view_batches,
-                         torchvision_two_view_loader)
+from revssl.datasets import DATASETS, IMAGENET_MEAN, IMAGENET_STD
+from revssl.augment import AugParams, SimCLRAugment, adjust_contrast_batch, adjust_hue_batch, adjust_saturation_batch, autoaugment_batch, default_augment, gaussian_blur_batch, normalize, sample_level_set, simclr_transform, two_view_batches, torchvision_two_view_loader
 
 
 def reference_view(img, p, aug):

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from revssl import data as D
-from revssl.data import DATASETS, DatasetCorrupt, DatasetNotFound, load_dataset, make_fake_dataset
+from revssl.datasets import DATASETS, DatasetCorrupt, DatasetNotFound, load_dataset
+from revssl.testing import make_fake_dataset
 
 
 @pytest.fixture

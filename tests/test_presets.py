@@ -25,7 +25,8 @@ import torch
 from revssl import data as D
 from revssl.cli import main
 from revssl.config import PRESETS, config_to_dict
-from revssl.data import DATASETS, make_fake_dataset
+from revssl.datasets import DATASETS
+from revssl.testing import make_fake_dataset
 
 REVSSL = str(Path(sys.executable).parent / "revssl")  # the console script installed with the package
 FAKE = ("fashion_mnist", "cifar100", "cifar10", "food101")  # written by make_fake_dataset; digits ships with sklearn
