@@ -1,4 +1,4 @@
-"""Throughput of the batched SimCLR augmentation (`revssl.data.SimCLRAugment`) against the common per-image
+"""Throughput of the batched SimCLR augmentation (`revssl.augment.SimCLRAugment`) against the common per-image
 torchvision pipeline (`simclr_transform` in a DataLoader with 2 worker processes), measured in one run.
 
     python bench/augment.py                   # CPU: 32x32 RGB and 28x28 grayscale, median of 3 epochs each

@@ -187,7 +187,7 @@ def config_hash(cfg:Config, keys:tuple=None)->str:
     if keys is not None: d = {k: d[k] for k in keys}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
-# %% ../nbs/00_config.ipynb #15447a6f
+# %% ../nbs/00_config.ipynb #f87c54ee
 def model_name(cfg:Config)->str:
     "The backbone's name as the paper writes it: `RES-L-H`, `resnet18` or `vit`."
     return f"RES-{cfg.depth}-{cfg.width}" if cfg.arch == "res" else cfg.arch

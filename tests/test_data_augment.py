@@ -1,4 +1,4 @@
-"""revssl.data augmentation: the batched SimCLRAugment against torchvision (pixels and parameter distributions),
+"""revssl.augment: the batched SimCLRAugment against torchvision (pixels and parameter distributions),
 reproducibility, device-resident epochs, the per-image DataLoader, the sample-level set and AutoAugment."""
 import math
 

@@ -1,4 +1,4 @@
-"""revssl.data loaders against files written in each dataset's exact on-disk format: exact pixels and labels,
+"""revssl.datasets loaders against files written in each dataset's exact on-disk format: exact pixels and labels,
 resolution order, damaged files and missing datasets."""
 import gzip
 import json
@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from revssl import data as D
+from revssl import datasets as D
 from revssl.datasets import DATASETS, DatasetCorrupt, DatasetNotFound, load_dataset
 from revssl.testing import make_fake_dataset
 

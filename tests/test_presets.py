@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import torch
 
-from revssl import data as D
+from revssl import datasets as D
 from revssl.cli import main
 from revssl.config import PRESETS, config_to_dict
 from revssl.datasets import DATASETS
