@@ -121,25 +121,27 @@ def positive_index(n:int, # batch size N
 
 # %% ../nbs/01_losses.ipynb #1426e446
 class SimCLRTerms(NamedTuple):
-    "NT-Xent loss as invariance plus regularization, both means over the `2N` anchors."
-    total: Tensor           # invariance + regularization = NT-Xent cross-entropy
-    invariance: Tensor      # mean of -sim(z_i, z'_i)/τ
-    regularization: Tensor  # mean of log Σ_{j≠i} exp(sim(z_i, z_j)/τ) over all 2N-1 candidates
+    "NT-Xent (the optimised loss) and the two parts §2.1 names; the parts do not add up to the total."
+    total: Tensor           # NT-Xent cross-entropy over the 2N anchors and their 2N − 1 candidates (what is optimised)
+    invariance: Tensor      # −mean_i sim(z_i, z'_i)/τ
+    regularization: Tensor  # mean_i log Σ_{j≠i} exp(sim(z_i, z'_j)/τ), cross-branch negatives, both directions averaged
 
 def simclr_loss(z1:Tensor, # embeddings of the first views [batch, dim]
                 z2:Tensor, # embeddings of the second views [batch, dim]
                 temperature:float=0.5, # τ, divides the cosine similarities
                 gather:bool=False, # compute on the batch of all ranks (torch.distributed)
                )->SimCLRTerms:
-    "SimCLR's NT-Xent loss split into its invariance and regularization terms (§2.1)."
+    "SimCLR's NT-Xent loss with §2.1's invariance and regularization terms."
     if not temperature > 0: raise ValueError(f"temperature must be > 0, got {temperature}")
     z1, z2 = _prepare(z1, z2, gather)
     with _full_precision(z1):
         logits = simclr_logits(z1, z2, temperature)
-        pos = positive_index(len(z1), device=logits.device)
-        inv = -logits.gather(1, pos[:, None]).mean()
-        reg = torch.logsumexp(logits, dim=1).mean()
-        return SimCLRTerms(inv + reg, inv, reg)
+        n, pos = len(z1), positive_index(len(z1), device=logits.device)
+        total = torch.logsumexp(logits, dim=1).mean() - logits.gather(1, pos[:, None]).mean()
+        cross = logits[:n, n:].masked_fill(torch.eye(n, dtype=torch.bool, device=logits.device), float("-inf"))
+        inv = -torch.diagonal(logits[:n, n:]).mean()
+        reg = (torch.logsumexp(cross, dim=1).mean() + torch.logsumexp(cross.T, dim=1).mean()) / 2
+        return SimCLRTerms(total, inv, reg)
 
 # %% ../nbs/01_losses.ipynb #670ead09
 def cross_correlation(z1:Tensor, # [batch, dim]
