@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 export OMP_WAIT_POLICY ?= PASSIVE
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: demo test setup data smoke clean-venv
+.PHONY: demo test setup data notebooks smoke clean-venv
 
 $(VENV)/.installed: setup.py settings.ini
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -36,3 +36,8 @@ demo: setup data
 test: setup data
 	$(VENV)/bin/nbdev_test --n_workers 2 --do_print
 	$(VENV)/bin/pytest -q tests
+
+# Store every notebook's outputs (slow/gpu cells skipped), as committed for readers.
+notebooks: setup data
+	$(PY) .ci/execute_notebooks.py
+	$(VENV)/bin/nbdev_clean
