@@ -8,9 +8,9 @@ import dataclasses, json, hashlib
 from dataclasses import dataclass, field, fields, replace, asdict
 
 # %% auto #0
-__all__ = ['METHODS', 'ARCHS', 'OPTIMIZERS', 'AUGMENTS', 'PROBES', 'DATASET_NAMES', 'DEVICES', 'PAPER_EPOCHS', 'TARGET_EPOCHS',
-           'PRESETS', 'Config', 'ConfigError', 'validate', 'apply_overrides', 'get_preset', 'config_to_dict',
-           'config_from_dict', 'config_hash', 'model_name']
+__all__ = ['METHODS', 'ARCHS', 'OPTIMIZERS', 'AUGMENTS', 'PROBES', 'DATASET_NAMES', 'DEVICES', 'EVAL_BN', 'PAPER_EPOCHS',
+           'TARGET_EPOCHS', 'PRESETS', 'Config', 'ConfigError', 'validate', 'apply_overrides', 'get_preset',
+           'config_to_dict', 'config_from_dict', 'config_hash', 'model_name']
 
 # %% ../nbs/00_config.ipynb #8197b5ab
 METHODS = ("vicreg", "simclr", "barlow", "supervised")
@@ -18,15 +18,16 @@ ARCHS = ("res", "resnet18", "vit")
 OPTIMIZERS = ("sgd", "adam")
 AUGMENTS = ("batched", "torchvision", "autoaugment", "none")
 PROBES = ("fast", "linearsvc")
-DATASET_NAMES = ("digits", "fashion_mnist", "cifar100", "cifar10", "food101")  # the keys of revssl.data.DATASETS
+DATASET_NAMES = ("digits", "fashion_mnist", "cifar100", "cifar10", "food101")  # the keys of revssl.datasets.DATASETS
 DEVICES = ("auto", "cpu", "cuda")
+EVAL_BN = ("running", "recalibrated")
 
 @dataclass
 class Config:
     "Every setting of one run: data, model, objective, optimisation, checkpoints and analysis."
     name: str = "smoke"             # preset the config came from
     # data (§3, A.1)
-    dataset: str = "digits"         # a key of `revssl.data.DATASETS`
+    dataset: str = "digits"         # a key of `revssl.datasets.DATASETS`
     data_root: str | None = None    # explicit dataset folder (else $REVSSL_DATA, system locations, download)
     train_subset: int = 0           # train on the first n images of a seeded permutation (0 = all)
     augment: str = "batched"        # batched | torchvision | autoaugment | none
@@ -35,6 +36,7 @@ class Config:
     depth: int = 2                  # L, residual blocks
     width: int = 32                 # H, channels
     proj_dim: int = 128             # width of both projector layers (4 * width by default)
+    init_scale: float = 1.0         # every weight multiplied by this after initialisation (stepwise SSL: small init)
     # objective (§2.1)
     method: str = "vicreg"          # vicreg | simclr | barlow | supervised
     lam: float = 25.0               # VICReg invariance weight λ
@@ -63,6 +65,8 @@ class Config:
     probe: str = "fast"             # fast | linearsvc (the paper's)
     umap_points: int = 5            # Fig. 1: how many samples / classes / superclasses to draw
     mine: bool = False              # Fig. 3 (middle): MINE estimate of I(X; Z) per analysed epoch
+    eval_bn: str = "running"        # BatchNorm statistics for features: running (the checkpoint's) | recalibrated
+    spectrum_every: int = 0         # log the embedding spectrum of a fixed batch every n steps (0 = never)
     device: str = "auto"            # auto | cpu | cuda
 
 # %% ../nbs/00_config.ipynb #302a55fa
@@ -81,13 +85,14 @@ def validate(cfg:Config)->Config:
     "Raise `ConfigError` naming the first invalid field of `cfg`; return `cfg` when all are valid."
     _one_of(cfg, "dataset", DATASET_NAMES)
     for n, allowed in [("method", METHODS), ("arch", ARCHS), ("optimizer", OPTIMIZERS), ("augment", AUGMENTS),
-                       ("probe", PROBES), ("device", DEVICES)]: _one_of(cfg, n, allowed)
+                       ("probe", PROBES), ("device", DEVICES),
+                       ("eval_bn", EVAL_BN)]: _one_of(cfg, n, allowed)
     for n in ("depth", "width", "proj_dim", "epochs", "sample_n", "sample_k_train", "sample_k_test", "umap_points"):
         _check(getattr(cfg, n) >= 1, n, f"must be >= 1, got {getattr(cfg, n)}")
     _check(cfg.batch_size >= 2, "batch_size", f"must be >= 2 (the losses compare samples in a batch), got {cfg.batch_size}")
-    for n in ("lr", "lam", "mu", "nu", "temperature"):
+    for n in ("lr", "lam", "mu", "nu", "temperature", "init_scale"):
         _check(getattr(cfg, n) > 0, n, f"must be > 0, got {getattr(cfg, n)}")
-    for n in ("train_subset", "eval_train", "eval_test", "weight_decay", "momentum"):
+    for n in ("train_subset", "eval_train", "eval_test", "weight_decay", "momentum", "spectrum_every"):
         _check(getattr(cfg, n) >= 0, n, f"must be >= 0, got {getattr(cfg, n)}")
     ae = cfg.analysis_epochs
     _check(len(ae) > 0 and all(isinstance(e, int) for e in ae), "analysis_epochs", f"must be a non-empty list of ints, got {ae!r}")
