@@ -77,7 +77,8 @@ def load_cache(path):
         raise ValueError(f"{path}: sample_train/sample_test labels need the hierarchy 'sample'")
     for s in ("test", "sample_train", "sample_test"):
         if set(c["features"][s]) != set(c["features"]["train"]):
-            raise ValueError(f"{path}: layers of {s} {sorted(c['features'][s])} differ from train's {sorted(c['features']['train'])}")
+            raise ValueError(f"{path}: layers of {s} {sorted(c['features'][s])} "
+                             f"differ from train's {sorted(c['features']['train'])}")
     return c
 
 
@@ -132,10 +133,12 @@ def main(argv=None):
         xd_tr, xd_te = x_tr.to(dev), x_te.to(dev)
         yd_tr, yd_te = {k: v.to(dev) for k, v in y_tr.items()}, {k: v.to(dev) for k, v in y_te.items()}
         linear_probe(xd_tr, yd_tr, xd_te, yd_te, method="fast", **fast_kw)  # warm-up (allocations, CUDA context)
-        t_fast, acc_fast = timed(lambda: linear_probe(xd_tr, yd_tr, xd_te, yd_te, method="fast", **fast_kw), a.repeats, sync)
+        t_fast, acc_fast = timed(lambda: linear_probe(xd_tr, yd_tr, xd_te, yd_te, method="fast", **fast_kw),
+                                 a.repeats, sync)
         tot_fast += t_fast
         for h in y_tr:
-            t_svc, acc_svc = timed(lambda: linear_probe(x_tr, y_tr[h], x_te, y_te[h], method="linearsvc"), svc_rep, lambda: None)
+            t_svc, acc_svc = timed(lambda: linear_probe(x_tr, y_tr[h], x_te, y_te[h], method="linearsvc"),
+                                   svc_rep, lambda: None)
             tot_svc += t_svc
             rows.append((layer, s_tr, h, len(torch.unique(y_tr[h])), tuple(x_tr.shape), acc_svc, acc_fast[h],
                          t_svc, t_fast / len(y_tr)))
@@ -143,13 +146,14 @@ def main(argv=None):
     print(f"features: {path}")
     print(f"fast on {dev} ({torch.get_num_threads()} CPU threads), LinearSVC on the CPU (single-threaded liblinear); "
           f"median of {a.repeats} (fast) / {svc_rep} (LinearSVC) runs; fast options {fast_kw}\n")
-    print("| layer | features | target | classes | train N x D | LinearSVC acc | fast acc | abs diff | LinearSVC s | fast s (amortised) | speed-up |")
+    print("| layer | features | target | classes | train N x D | LinearSVC acc | fast acc | abs diff "
+          "| LinearSVC s | fast s (amortised) | speed-up |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for layer, s, h, k, shape, a_s, a_f, t_s, t_f in rows:
         print(f"| {layer} | {s} | {h} | {k} | {shape[0]} x {shape[1]} | {a_s:.4f} | {a_f:.4f} | {abs(a_s - a_f):.4f} "
               f"| {t_s:.3f} | {t_f:.4f} | {t_s / t_f:.0f}x |")
     worst = max(rows, key=lambda r: abs(r[5] - r[6]))
-    print(f"\n| whole grid | target sets | LinearSVC s | fast s | speed-up | largest abs accuracy diff |")
+    print("\n| whole grid | target sets | LinearSVC s | fast s | speed-up | largest abs accuracy diff |")
     print("|---|---|---|---|---|---|")
     print(f"| {len(c['features']['train'])} layers | {len(rows)} | {tot_svc:.2f} | {tot_fast:.3f} | "
           f"{tot_svc / tot_fast:.0f}x | {abs(worst[5] - worst[6]):.4f} (layer {worst[0]}, {worst[2]}) |")
