@@ -21,7 +21,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # must precede `import torc
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
@@ -95,7 +94,8 @@ def main():
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {threads}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average before: {os.getloadavg()[0]:.2f}")
-    print(f"{args.images} images x 2 views per epoch, batch {args.batch}, median of {args.repeats} interleaved epochs\n")
+    print(f"{args.images} images x 2 views per epoch, batch {args.batch}, "
+          f"median of {args.repeats} interleaved epochs\n")
     rows = []
     cpu = torch.device("cpu")
     for label, images, size, mean, std in cpu_settings(args.images):
