@@ -147,10 +147,11 @@ def simclr_loss(z1:Tensor, # embeddings of the first views [batch, dim]
 def cross_correlation(z1:Tensor, # [batch, dim]
                       z2:Tensor, # [batch, dim]
                       eps:float=1e-5, # added to the variance when standardising (BatchNorm's default)
+                      standardize:bool=True, # standardise each dimension over the batch first (Barlow Twins)
                      )->Tensor: # [dim, dim]
-    "Cross-correlation of the views after standardising each dimension over the batch."
-    s1, s2 = (F.batch_norm(z, None, None, training=True, eps=eps) for z in (z1, z2))
-    return s1.T @ s2 / len(z1)
+    "Cross-correlation `z̃₁ᵀ z̃₂ / N` of the views, each dimension standardised over the batch unless told not to."
+    if standardize: z1, z2 = (F.batch_norm(z, None, None, training=True, eps=eps) for z in (z1, z2))
+    return z1.T @ z2 / len(z1)
 
 # %% ../nbs/01_losses.ipynb #41a47da8
 class BarlowTwinsTerms(NamedTuple):
@@ -163,11 +164,12 @@ def barlow_twins_loss(z1:Tensor, # embeddings of the first views [batch, dim]
                       z2:Tensor, # embeddings of the second views [batch, dim]
                       lambd:float=5e-3, # λ, weight of the off-diagonal (redundancy reduction) term
                       gather:bool=False, # compute on the batch of all ranks (torch.distributed)
+                      standardize:bool=True, # standardise the embeddings first (False: the raw `z₁ᵀ z₂ / N`)
                      )->BarlowTwinsTerms:
     "Barlow Twins loss split into on-diagonal invariance and off-diagonal regularization."
     z1, z2 = _prepare(z1, z2, gather)
     with _full_precision(z1):
-        c = cross_correlation(z1, z2)
+        c = cross_correlation(z1, z2, standardize=standardize)
         inv = (1 - torch.diagonal(c)).pow(2).sum()
         reg = lambd * off_diagonal(c).pow(2).sum()
         return BarlowTwinsTerms(inv + reg, inv, reg)
