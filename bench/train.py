@@ -7,7 +7,7 @@ GPU) against the common style (fp32, eager, per-image torchvision augmentation i
 Prints views/s (median over repeats) for both and their ratio, as a markdown table.
 """
 import os
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: avoid OpenMP spin-waits on shared CPUs (see bench/augment.py)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no OpenMP spin-waits on shared CPUs (bench/augment)
 import argparse, itertools, statistics, time
 from dataclasses import replace
 
@@ -52,8 +52,8 @@ def main():
     torch.manual_seed(0)
     images = torch.randint(0, 256, (max(50000 if not cpu else 4096, batch * (steps + 2)), 3, 32, 32), dtype=torch.uint8)
     info = dataset_info("cifar100")
-    cfg = replace(get_preset("paper"), depth=a.depth, width=a.width, proj_dim=4 * a.width, batch_size=batch, device=a.device,
-                  compile=a.compile)
+    cfg = replace(get_preset("paper"), depth=a.depth, width=a.width, proj_dim=4 * a.width, batch_size=batch,
+                  device=a.device, compile=a.compile)
 
     # revssl: data on the device, batched augmentation there, bf16 autocast + channels_last (+ compile) on a GPU
     model = build_model(cfg, 3, 100, 32).to(dev)
@@ -71,8 +71,9 @@ def main():
     # reference: fp32, eager, per-image torchvision transforms in a DataLoader with workers, copied to the device
     ref_model = build_model(cfg, 3, 100, 32).to(dev)
     ref_opt = make_optimizer(cfg, ref_model.parameters())
-    dl = torch.utils.data.DataLoader(Views(images, simclr_transform(32, info.mean, info.std)), batch_size=batch, shuffle=True,
-                                     num_workers=a.workers, drop_last=True, persistent_workers=a.workers > 0, pin_memory=dev.type == "cuda")
+    dl = torch.utils.data.DataLoader(Views(images, simclr_transform(32, info.mean, info.std)), batch_size=batch,
+                                     shuffle=True, num_workers=a.workers, drop_last=True,
+                                     persistent_workers=a.workers > 0, pin_memory=dev.type == "cuda")
     batches = (b for _ in itertools.count() for b in dl)   # re-iterate the loader forever (no caching of batches)
     from revssl.losses import vicreg_loss
     def ref():

@@ -1,8 +1,9 @@
-"""`revssl train` under `torchrun --nproc_per_node 2` (gloo, CPU) trains the same run as one process, into one set of files.
+"""`revssl train` under `torchrun --nproc_per_node 2` (gloo, CPU) trains the run of one process, into one set of files.
 
-Each rank takes half of every global batch; the augmentation is drawn for the whole global batch from one seeded
-generator, BatchNorm normalises over the global batch (`GatheredBatchNorm` on the CPU) and the loss gathers both ranks'
-embeddings, so each step computes, mathematically, the step of a single process on the whole batch.
+Each rank takes half of every global batch (`revssl.distributed.rank_rows`); the augmentation is drawn for the whole
+global batch from one seeded generator, BatchNorm normalises over the global batch (`GatheredBatchNorm` on the CPU) and
+the loss gathers both ranks' embeddings, so each step computes, mathematically, the step of a single process on the
+whole batch. The helpers' one-process behaviour is tested in nbs/05_distributed.ipynb; this file runs two processes.
 
 Bit-for-bit equality with the single-process run is not achievable, so it is not asserted: the gradient is summed over
 each rank's half and then all-reduced (instead of one sum over the batch), BatchNorm sums the gathered rows in another
@@ -42,8 +43,10 @@ pytestmark = pytest.mark.skipif(not REVSSL.exists(), reason="the revssl console 
 def torchrun_cmd(out, *extra, sets=SETS):
     "`revssl train` with two gloo processes on the CPU, and its environment."
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(REVSSL), "train",
-           "--preset", "smoke", "--device", "cpu", "--quiet", "--out", str(out), *[a for s in sets for a in ("--set", s)], *extra]
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+           "--preset", "smoke", "--device", "cpu", "--quiet", "--out", str(out),
+           *[a for s in sets for a in ("--set", s)], *extra]
+    torchrun_vars = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in torchrun_vars}
     env["OMP_NUM_THREADS"] = "1"
     return cmd, env
 
@@ -68,7 +71,8 @@ def weights(out, e): return load_checkpoint(out / "checkpoints" / f"epoch_{e:04d
 
 def rel_diff(a, b):
     "Largest difference over all tensors, relative to each tensor's largest magnitude."
-    return max(((a[k].double() - b[k].double()).abs().max() / b[k].double().abs().max().clamp_min(1e-12)).item() for k in b)
+    return max(((a[k].double() - b[k].double()).abs().max() / b[k].double().abs().max().clamp_min(1e-12)).item()
+               for k in b)
 
 
 @pytest.fixture(scope="module")

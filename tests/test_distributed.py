@@ -1,4 +1,4 @@
-"""Two CPU processes (gloo) with `gather=True` compute the loss and the DDP gradients of one process holding the whole batch.
+"""Two CPU processes (gloo) with `gather=True` compute the loss and DDP gradients of one process with the whole batch.
 
 Each rank holds half of a batch of 2*HALF samples; a small linear encoder wrapped in DistributedDataParallel embeds both
 views. For every loss we compare, on every rank, the loss terms and the encoder's parameter gradients (after DDP's

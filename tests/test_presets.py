@@ -33,7 +33,8 @@ FAKE = ("fashion_mnist", "cifar100", "cifar10", "food101")  # written by make_fa
 N_TRAIN, N_TEST = 24, 8  # fast part: fake split sizes (train_subset=8 and batch_size=8 make one step)
 SHRINK = {"depth": 1, "width": 8, "proj_dim": 16, "batch_size": 8, "epochs": 1, "analysis_epochs": [0, 1],
           "train_subset": 8}  # as config.json writes them
-TERMS = {"vicreg": {"invariance", "variance", "covariance", "regularization"}, "simclr": {"invariance", "regularization"},
+TERMS = {"vicreg": {"invariance", "variance", "covariance", "regularization"},
+         "simclr": {"invariance", "regularization"},
          "barlow": {"invariance", "regularization"}, "supervised": {"accuracy"}}
 PAPER = [k for k in PRESETS if k.startswith("paper")]
 BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
@@ -98,7 +99,8 @@ def test_preset_trains_one_step_from_cli(name, only_fake, tmp_path, capsys):
         capsys.readouterr().err
     assert f"train done: {out}" in capsys.readouterr().out
     # the run is the preset except for the shrinking overrides (and the data folder)
-    assert json.loads((out / "config.json").read_text()) == {**config_to_dict(preset), **SHRINK, "data_root": str(only_fake)}
+    assert json.loads((out / "config.json").read_text()) == {**config_to_dict(preset), **SHRINK,
+                                                              "data_root": str(only_fake)}
     for f in ("epoch_0000.pt", "epoch_0001.pt", "last.pt"):
         assert (out / "checkpoints" / f).is_file(), f
     last = ckpt(out / "checkpoints" / "last.pt")
@@ -153,14 +155,16 @@ def expected_params(cfg) -> tuple[int, int]:
                "resnet18": (lambda: (resnet18_params(info.channels), 512)),
                "vit": (lambda: (vit_params(info.size, info.channels), 384))}[cfg.arch]()
     if cfg.method == "supervised": head = out * info.hierarchies["class"] + info.hierarchies["class"]
-    else: head = out * cfg.proj_dim + 2 * cfg.proj_dim + cfg.proj_dim * cfg.proj_dim + cfg.proj_dim  # Linear-BN-ReLU-Linear
+    else:  # projector Linear-BN-ReLU-Linear
+        head = out * cfg.proj_dim + 2 * cfg.proj_dim + cfg.proj_dim * cfg.proj_dim + cfg.proj_dim
     return bb, head
 
 
 def test_expected_params_match_known_sizes():
     "The hand counts against published/independent sizes: ResNet-18 CIFAR ~11.2M, RES-10-250 by a direct sum."
     assert resnet18_params(3) == 11_168_832
-    assert res_params(10, 250, 3) == (3 * 250 * 4 + 250 * 250 * 4 + 4 * 250) + 10 * (2 * 250 * 250 * 9 + 4 * 250) == 11_514_000
+    direct = (3 * 250 * 4 + 250 * 250 * 4 + 4 * 250) + 10 * (2 * 250 * 250 * 9 + 4 * 250)
+    assert res_params(10, 250, 3) == direct == 11_514_000
     bb, head = expected_params(PRESETS["paper"])
     assert (bb, head) == (11_514_000, 250 * 1000 + 2000 + 1000 * 1000 + 1000)
 
