@@ -4,9 +4,7 @@
 
 # %% ../nbs/10_clustering.ipynb #2b3881c5
 from __future__ import annotations
-from pathlib import Path
-import numpy as np, pandas as pd
-import matplotlib
+import pandas as pd
 import matplotlib.pyplot as plt
 import seaborn as sns
 
@@ -18,8 +16,10 @@ __all__ = ['HIER_ORDER', 'COLORS', 'curve', 'normalized', 'hierarchies', 'fig_um
 HIER_ORDER = ["sample", "class", "superclass"]
 COLORS = dict(zip(HIER_ORDER, sns.color_palette("deep", 3)))
 
-def curve(m:pd.DataFrame, # metrics.csv as a DataFrame
-          metric:str, split:str, hierarchy:str,
+def curve(m:pd.DataFrame,       # metrics.csv as a DataFrame
+          metric:str,          # e.g. "ncc_accuracy"
+          split:str,           # "train" or "test"
+          hierarchy:str,       # "sample", "class" or "superclass"
           layer:int|None=None, # default: the last layer
          )->pd.Series:
     "Values of one metric against epoch (index) for one hierarchy and layer."
@@ -27,19 +27,22 @@ def curve(m:pd.DataFrame, # metrics.csv as a DataFrame
     s = m[(m.metric == metric) & (m.split == split) & (m.hierarchy == hierarchy) & (m.layer == layer)]
     return s.groupby("epoch").value.mean().sort_index()
 
-def normalized(s:pd.Series)->pd.Series:
+def normalized(s:pd.Series, # a curve, indexed by epoch from initialisation on
+              )->pd.Series:
     "A curve divided by its value at initialisation (its first epoch)."
     if s.iloc[0] == 0: raise ValueError("cannot normalise a curve whose value at initialisation is 0")
     return s / s.iloc[0]
 
-def hierarchies(m:pd.DataFrame)->list[str]:
+def hierarchies(m:pd.DataFrame, # metrics.csv as a DataFrame
+               )->list[str]:
     "The hierarchies present in `m`, in the order sample, class, superclass."
     return [h for h in HIER_ORDER if h in set(m.hierarchy)]
 
 # %% ../nbs/10_clustering.ipynb #de42abfc
-def fig_umap(u:pd.DataFrame)->plt.Figure:
+def fig_umap(u:pd.DataFrame, # umap.csv: epoch, hierarchy, label, x, y
+            )->plt.Figure:
     "Fig. 1: UMAP panels, one row per hierarchy, one column per epoch."
-    hs = [h for h in HIER_ORDER if h in set(u.hierarchy)]
+    hs = hierarchies(u)
     eps = sorted(u.epoch.unique())
     fig, axes = plt.subplots(len(hs), len(eps), figsize=(3.2 * len(eps), 3 * len(hs)), squeeze=False)
     for i, h in enumerate(hs):
@@ -53,7 +56,9 @@ def fig_umap(u:pd.DataFrame)->plt.Figure:
     return fig
 
 # %% ../nbs/10_clustering.ipynb #3d2df139
-def fig_clustering(m:pd.DataFrame, norm:bool=True)->plt.Figure:
+def fig_clustering(m:pd.DataFrame,  # metrics.csv of a run
+                   norm:bool=True,  # divide each curve by its value at initialisation (Fig. 2) or not (Fig. 6)
+                  )->plt.Figure:
     "Fig. 2 (normalised by initialisation) or Fig. 6 (raw): NCC train, NCC/linear, linear test per hierarchy."
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     f = normalized if norm else (lambda s: s)
@@ -69,7 +74,10 @@ def fig_clustering(m:pd.DataFrame, norm:bool=True)->plt.Figure:
     return fig
 
 # %% ../nbs/10_clustering.ipynb #4e95c286
-def fig_losses(m:pd.DataFrame, log:pd.DataFrame, lam:float=1.0)->plt.Figure:
+def fig_losses(m:pd.DataFrame,   # metrics.csv of a run
+               log:pd.DataFrame, # its train_log.csv
+               lam:float=1.0,    # weight of the invariance term in the loss (VICReg's λ)
+              )->plt.Figure:
     "Fig. 3 left (+ middle when MINE was measured): loss terms and class linear accuracy vs epoch."
     has_mi = "mutual_information" in set(m.metric)
     fig, axes = plt.subplots(1, 2 if has_mi else 1, figsize=(11 if has_mi else 6, 3.6), squeeze=False)
@@ -101,38 +109,53 @@ def _gain_reached(s:pd.Series, frac:float)->int:
     if total <= 0: return int(s.index[-1])
     return int(g[g >= frac * total].index[0])
 
-def clustering_claims(m:pd.DataFrame, log:pd.DataFrame)->list[dict]:
+def clustering_claims(m:pd.DataFrame,   # metrics.csv of a run
+                      log:pd.DataFrame, # its train_log.csv
+                     )->list[dict]:
     "The clustering and regularisation claims (§1, §4) with this run's measured numbers."
     claims, e_end = [], int(m.epoch.max())
     s, c = curve(m, "ncc_accuracy", "train", "sample"), curve(m, "ncc_accuracy", "train", "class")
-    claims.append(dict(section="§4, Fig. 2", claim="Augmentations of an image cluster around their mean: sample-level NCC train accuracy ends high and far above initialisation.",
+    claims.append(dict(section="§4, Fig. 2",
+        claim="Augmentations of an image cluster around their mean: sample-level NCC train accuracy ends high and "
+              "far above initialisation.",
         measured=f"sample-level NCC train accuracy {s.iloc[0]:.3f} at init -> {s.iloc[-1]:.3f} at epoch {e_end}",
         reproduced=bool(s.iloc[-1] > s.iloc[0] and s.iloc[-1] >= 0.9)))
-    claims.append(dict(section="§4, Fig. 2", claim="Semantic classes cluster too, without labels: class-level NCC train accuracy rises during training.",
+    claims.append(dict(section="§4, Fig. 2",
+        claim="Semantic classes cluster too, without labels: class-level NCC train accuracy rises during training.",
         measured=f"class NCC train accuracy {c.iloc[0]:.3f} -> {c.iloc[-1]:.3f} ({c.iloc[-1] / c.iloc[0]:.2f}× init)",
         reproduced=bool(c.iloc[-1] > c.iloc[0])))
     es, ec = _gain_reached(s, 0.5), _gain_reached(c, 0.5)
-    claims.append(dict(section="§4, Fig. 2", claim="Sample-level clustering happens early; class clustering keeps improving later.",
+    claims.append(dict(section="§4, Fig. 2",
+        claim="Sample-level clustering happens early; class clustering keeps improving later.",
         measured=f"half of the NCC-train gain is reached at epoch {es} (sample) vs epoch {ec} (class)",
         reproduced=bool(es <= ec)))
     ls, lc = curve(m, "linear_accuracy", "test", "sample"), curve(m, "linear_accuracy", "test", "class")
-    claims.append(dict(section="§4, Fig. 2 right", claim="Linear test accuracy grows much more for semantic classes than for the sample level (relative to initialisation).",
-        measured=f"linear test accuracy ÷ init at epoch {e_end}: sample {ls.iloc[-1] / ls.iloc[0]:.2f}, class {lc.iloc[-1] / lc.iloc[0]:.2f}",
+    claims.append(dict(section="§4, Fig. 2 right",
+        claim="Linear test accuracy grows much more for semantic classes than for the sample level (relative to "
+              "initialisation).",
+        measured=f"linear test accuracy ÷ init at epoch {e_end}: sample {ls.iloc[-1] / ls.iloc[0]:.2f}, "
+                 f"class {lc.iloc[-1] / lc.iloc[0]:.2f}",
         reproduced=bool(lc.iloc[-1] / lc.iloc[0] > ls.iloc[-1] / ls.iloc[0])))
     r_s = curve(m, "ncc_accuracy", "test", "sample") / ls
     r_c = curve(m, "ncc_accuracy", "test", "class") / lc
-    claims.append(dict(section="§4, Fig. 2 middle", claim="The NCC/linear accuracy ratio rises during training (the classes become centroid-like).",
-        measured=f"NCC/linear test ratio: sample {r_s.iloc[0]:.3f} -> {r_s.iloc[-1]:.3f}, class {r_c.iloc[0]:.3f} -> {r_c.iloc[-1]:.3f}",
+    claims.append(dict(section="§4, Fig. 2 middle",
+        claim="The NCC/linear accuracy ratio rises during training (the classes become centroid-like).",
+        measured=f"NCC/linear test ratio: sample {r_s.iloc[0]:.3f} -> {r_s.iloc[-1]:.3f}, "
+                 f"class {r_c.iloc[0]:.3f} -> {r_c.iloc[-1]:.3f}",
         reproduced=bool(r_c.iloc[-1] > r_c.iloc[0])))
     if {"invariance", "regularization"} <= set(log.columns) and len(log) > 1:
         inv, reg = log.invariance.to_numpy(), log.regularization.to_numpy()
         d_inv, d_reg = (inv[0] - inv[-1]) / abs(inv[0]), (reg[0] - reg[-1]) / abs(reg[0])
-        claims.append(dict(section="§4, Fig. 3 left", claim="The loss falls mostly through the regularisation term; the invariance term barely improves.",
-            measured=f"from epoch 1 to {int(log.epoch.iloc[-1])}: regularisation falls {100 * d_reg:.0f}%, invariance changes by {-100 * d_inv:+.0f}%",
+        claims.append(dict(section="§4, Fig. 3 left",
+            claim="The loss falls mostly through the regularisation term; the invariance term barely improves.",
+            measured=f"from epoch 1 to {int(log.epoch.iloc[-1])}: regularisation falls {100 * d_reg:.0f}%, "
+                     f"invariance changes by {-100 * d_inv:+.0f}%",
             reproduced=bool(d_reg > max(d_inv, 0))))
     if "mutual_information" in set(m.metric):
         mi = m[m.metric == "mutual_information"].groupby("epoch").value.mean()
-        claims.append(dict(section="§4, Fig. 3 middle", claim="Training compresses: the mutual information between input and representation decreases.",
-            measured=f"MINE I(X;Z) {mi.iloc[0]:.2f} nats at init, max {mi.max():.2f} (epoch {int(mi.idxmax())}), {mi.iloc[-1]:.2f} at epoch {int(mi.index[-1])}",
+        claims.append(dict(section="§4, Fig. 3 middle",
+            claim="Training compresses: the mutual information between input and representation decreases.",
+            measured=f"MINE I(X;Z) {mi.iloc[0]:.2f} nats at init, max {mi.max():.2f} (epoch {int(mi.idxmax())}), "
+                     f"{mi.iloc[-1]:.2f} at epoch {int(mi.index[-1])}",
             reproduced=bool(mi.iloc[-1] < mi.max())))
     return claims

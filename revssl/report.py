@@ -4,43 +4,74 @@
 
 # %% ../nbs/15_report.ipynb #23daa0ef
 from __future__ import annotations
-import json
+import io
 from pathlib import Path
 import pandas as pd
-import matplotlib
 import matplotlib.pyplot as plt
+from .config import model_name
 from .files import atomic_write
 from .analysis import run_config
 from .clustering import fig_umap, fig_clustering, fig_losses, clustering_claims, curve, hierarchies
 from .hierarchies import fig_layers, hierarchy_claims
 
 # %% auto #0
-__all__ = ['NOT_MEASURED', 'save_figure', 'write_figures', 'headline_table', 'claims_table', 'write_report']
+__all__ = ['NOT_MEASURED', 'write_if_changed', 'save_figure', 'run_tables', 'write_figures', 'headline_table', 'claims_table',
+           'write_report']
 
 # %% ../nbs/15_report.ipynb #711a6428
-def save_figure(fig:plt.Figure, folder:Path, name:str)->Path:
-    "Write `fig` as folder/name.png and .pdf; return the PNG path."
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    for ext in ("png", "pdf"): atomic_write(folder/f"{name}.{ext}", lambda t, e=ext: fig.savefig(t, format=e, dpi=130, bbox_inches="tight"))
-    plt.close(fig)
-    return folder/f"{name}.png"
+def write_if_changed(path:Path,  # the file to (re)write
+                     data:bytes, # its new content
+                    )->bool:
+    "Write `data` to `path` atomically unless the file holds exactly these bytes already; True if written."
+    path = Path(path)
+    if path.exists() and path.read_bytes() == data: return False
+    atomic_write(path, lambda t: Path(t).write_bytes(data))
+    return True
 
-def write_figures(run:Path)->list[Path]:
+# %% ../nbs/15_report.ipynb #864d8b87
+def save_figure(fig:plt.Figure, # the figure (closed once saved)
+                folder:Path,    # where folder/name.png and folder/name.pdf go
+                name:str,       # file name without extension
+               )->Path:
+    "Write `fig` as folder/name.png and .pdf (each only if its bytes changed); return the PNG path."
+    for ext in ("png", "pdf"):
+        buf = io.BytesIO()
+        meta = {"CreationDate": None} if ext == "pdf" else None             # no date: same figure, same bytes
+        fig.savefig(buf, format=ext, dpi=130, bbox_inches="tight", metadata=meta)
+        write_if_changed(Path(folder)/f"{name}.{ext}", buf.getvalue())
+    plt.close(fig)
+    return Path(folder)/f"{name}.png"
+
+# %% ../nbs/15_report.ipynb #fae394bb
+def run_tables(run:Path, # a run directory
+              )->tuple:
+    "(config, metrics.csv, train_log.csv) of an analysed run; a clear error when it has not been analysed yet."
+    run = Path(run)
+    cfg = run_config(run)
+    if not (run/"metrics.csv").exists():
+        raise FileNotFoundError(f"{run} has no metrics.csv: run `revssl analyze {run}` first")
+    return cfg, pd.read_csv(run/"metrics.csv"), pd.read_csv(run/"train_log.csv")
+
+# %% ../nbs/15_report.ipynb #15f0cdf4
+def write_figures(run:Path, # an analysed run directory
+                 )->list[Path]:
     "Draw every figure a run's tables support into run/figures."
     run = Path(run)
-    m, log = pd.read_csv(run/"metrics.csv"), pd.read_csv(run/"train_log.csv")
-    cfg = run_config(run)
+    cfg, m, log = run_tables(run)
     figs = {"fig2_clustering": fig_clustering(m, norm=True), "fig6_clustering_raw": fig_clustering(m, norm=False),
             "fig5_layers": fig_layers(m)}
-    if "invariance" in log.columns: figs["fig3_losses"] = fig_losses(m, log, lam=cfg.lam if cfg.method == "vicreg" else 1.0)
+    if "invariance" in log.columns:
+        figs["fig3_losses"] = fig_losses(m, log, lam=cfg.lam if cfg.method == "vicreg" else 1.0)
     if (run/"umap.csv").exists(): figs["fig1_umap"] = fig_umap(pd.read_csv(run/"umap.csv"))
     return [save_figure(f, run/"figures", n) for n, f in sorted(figs.items())]
 
 # %% ../nbs/15_report.ipynb #4df7c375
-NOT_MEASURED = [("§5, Fig. 4", "SSL representations fit semantic targets better than random ones, increasingly during training.",
-                 "needs the random-target runs of §5 (ResNet-18/ViT predictions at several epochs); not part of this report yet")]
+NOT_MEASURED = [("§5, Fig. 4", "SSL representations fit semantic targets better than random ones, increasingly during "
+                 "training.", "needs the random-target runs of §5 (ResNet-18/ViT predictions at several epochs); "
+                 "not part of this report yet")]
 
-def headline_table(m:pd.DataFrame)->str:
+def headline_table(m:pd.DataFrame, # metrics.csv of a run
+                  )->str:
     "Markdown table: NCC train/test and linear test accuracy at init and at the end, per hierarchy (last layer)."
     e0, e1 = int(m.epoch.min()), int(m.epoch.max())
     lines = [f"| hierarchy | NCC train (epoch {e0} → {e1}) | NCC test | linear test |", "|---|---|---|---|"]
@@ -52,7 +83,8 @@ def headline_table(m:pd.DataFrame)->str:
         lines.append(f"| {h} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
-def claims_table(claims:list[dict])->str:
+def claims_table(claims:list[dict], # claims as the `*_claims` functions return them
+                )->str:
     "Markdown table of claims with their measured numbers and verdicts."
     verdict = {True: "reproduced", False: "**not reproduced**", None: "not measured"}
     lines = ["| where | claim | measured here | verdict |", "|---|---|---|---|"]
@@ -60,24 +92,27 @@ def claims_table(claims:list[dict])->str:
     return "\n".join(lines)
 
 # %% ../nbs/15_report.ipynb #827e7b54
-def write_report(run:Path, timings:dict|None=None)->Path:
+def write_report(run:Path,               # an analysed run directory with its figures drawn
+                 timings:dict|None=None, # wall time per stage, in seconds, to state in the report
+                )->Path:
     "Write run/report.md from the run's tables and figures."
     run = Path(run)
-    cfg, m, log = run_config(run), pd.read_csv(run/"metrics.csv"), pd.read_csv(run/"train_log.csv")
+    cfg, m, log = run_tables(run)
+    figures = sorted((run/"figures").glob("*.png"))
+    if not figures: raise FileNotFoundError(f"{run} has no figures: run `revssl figures {run}` first")
     claims = clustering_claims(m, log) + hierarchy_claims(m)
     claims += [dict(section=s, claim=c, measured=w, reproduced=None) for s, c, w in NOT_MEASURED]
     n_ok = sum(c["reproduced"] is True for c in claims); n_tested = sum(c["reproduced"] is not None for c in claims)
-    arch = f"RES-{cfg.depth}-{cfg.width}" if cfg.arch == "res" else cfg.arch
     t = timings or {}
+    images = "all" if not cfg.train_subset else cfg.train_subset
     parts = [f"# revssl report — `{cfg.name}`", "",
-             f"{cfg.method} on {cfg.dataset} ({'all' if not cfg.train_subset else cfg.train_subset} training images), {arch}, "
-             f"{cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr}, probe `{cfg.probe}`; "
+             f"{cfg.method} on {cfg.dataset} ({images} training images), {model_name(cfg)}, {cfg.epochs} epochs, "
+             f"batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr}, probe `{cfg.probe}`; "
              f"analysed epochs {', '.join(map(str, sorted(m.epoch.unique())))}.",
              "" if not t else "Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in t.items()) + ".", "",
              "## Headline numbers (last layer)", "", headline_table(m), "",
              f"## The paper's claims ({n_ok} of {n_tested} tested claims reproduced)", "", claims_table(claims), "",
              "## Figures", ""]
-    parts += [f"![{p.stem}](figures/{p.name})" for p in sorted((run/"figures").glob("*.png"))]
-    path = run/"report.md"
-    atomic_write(path, lambda tmp: Path(tmp).write_text("\n".join(parts) + "\n"))
-    return path
+    parts += [f"![{p.stem}](figures/{p.name})" for p in figures]
+    write_if_changed(run/"report.md", ("\n".join(parts) + "\n").encode())
+    return run/"report.md"
