@@ -36,7 +36,9 @@ def keyed_cache(path:Path, # where the content is stored
                ):
     "The content stored at `path` for `key`, computed by `make()` and stored (atomically) when absent or stale."
     path = Path(path); kfile = path.with_name(path.name + ".key")
-    if path.exists() and kfile.exists() and kfile.read_text() == key: return load(path)
+    if path.exists() and kfile.exists() and kfile.read_text() == key:
+        try: return load(path)
+        except Exception: pass                                # damaged from outside: recompute and rewrite it
     obj = make()
     atomic_write(path, lambda t: save(obj, t))
     atomic_write(kfile, lambda t: Path(t).write_text(key))
