@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+import numpy as np
 from dataclasses import dataclass, fields
 
 import torch
@@ -18,8 +19,8 @@ from .datasets import IMAGENET_MEAN, IMAGENET_STD
 __all__ = ['blur_kernel_size', 'resize_weights', 'resized_crop_batch', 'adjust_brightness_batch', 'adjust_contrast_batch',
            'adjust_saturation_batch', 'adjust_hue_batch', 'rgb_to_grayscale_batch', 'blur_matrices',
            'gaussian_blur_batch', 'solarize_batch', 'AugParams', 'sample_crop_boxes', 'normalize', 'SimCLRAugment',
-           'simclr_transform', 'SampleLevelSet', 'default_augment', 'sample_level_set', 'two_view_batches',
-           'torchvision_two_view_loader', 'random_crop_flip_batch', 'autoaugment_batch']
+           'simclr_transform', 'SampleLevelSet', 'default_augment', 'sample_level_set', 'two_view_batches', 'item_seed',
+           'EpochBatches', 'torchvision_two_view_loader', 'random_crop_flip_batch', 'autoaugment_batch']
 
 # %% ../nbs/04_augment.ipynb #68b8855f
 def blur_kernel_size(size:int, # side of the (square) views
@@ -454,23 +455,45 @@ def two_view_batches(images:Tensor, # uint8 images [N, C, H, W], already on the 
         yield v[:len(xb)], v[len(xb):]
 
 # %% ../nbs/04_augment.ipynb #7f6e602d
+def item_seed(seed:int, epoch:int, i:int)->int:
+    "The seed of image `i`'s two views in `epoch` (`i` = N: of the epoch's order), from the three numbers only."
+    st = np.random.SeedSequence([v % 2**64 for v in (seed, epoch, i)]).generate_state(2, np.uint64)
+    return int(st[0] >> np.uint64(1))
+
 class _TwoViews(torch.utils.data.Dataset):
-    def __init__(self, images, transform): self.images, self.transform = images, transform
+    "Two views of image `i` per item `(epoch, i)`, drawn from the global RNG seeded with `item_seed`, restored after."
+    def __init__(self, images, transform, seed): self.images, self.transform, self.seed = images, transform, seed
     def __len__(self): return len(self.images)
-    def __getitem__(self, i): return self.transform(self.images[i]), self.transform(self.images[i])
+    def __getitem__(self, item):
+        epoch, i = item
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(item_seed(self.seed, epoch, i))
+            return self.transform(self.images[i]), self.transform(self.images[i])
+
+class EpochBatches(torch.utils.data.Sampler):
+    "Batches of `(epoch, i)` over a permutation seeded by (seed, epoch), from batch `start` on (drop_last)."
+    def __init__(self, n:int, batch_size:int, seed:int):
+        self.n, self.batch_size, self.seed, self.epoch, self.start = n, batch_size, seed, 0, 0
+    def set_epoch(self, epoch:int, start:int=0): self.epoch, self.start = epoch, start
+    def __len__(self): return self.n // self.batch_size - self.start
+    def __iter__(self):
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(item_seed(self.seed, self.epoch, self.n)))
+        for s in range(self.start, self.n // self.batch_size):
+            yield [(self.epoch, int(i)) for i in perm[s * self.batch_size:(s + 1) * self.batch_size]]
 
 def torchvision_two_view_loader(images:Tensor, # uint8 images [N, C, H, W] (moved to the CPU)
                                 batch_size:int, # images per batch
                                 out_size:int, # side of the views
                                 mean:tuple, std:tuple, # normalisation
                                 num_workers:int=2, # DataLoader worker processes
-                                seed:int=0, # seeds the shuffling and, through it, the workers' RNGs
+                                seed:int=0, # seeds every epoch's permutation and every image's views
                                )->torch.utils.data.DataLoader:
     "The common per-image pipeline: `simclr_transform` in DataLoader workers, yielding (view1, view2) batches."
-    g = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(_TwoViews(images.cpu(), simclr_transform(out_size, mean, std)),
-                                       batch_size=batch_size, shuffle=True, drop_last=True, num_workers=num_workers,
-                                       generator=g, persistent_workers=num_workers > 0)
+    if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return torch.utils.data.DataLoader(_TwoViews(images.cpu(), simclr_transform(out_size, mean, std), seed),
+                                       batch_sampler=EpochBatches(len(images), batch_size, seed),
+                                       num_workers=num_workers, persistent_workers=num_workers > 0,
+                                       generator=torch.Generator().manual_seed(seed))   # not the global RNG
 
 # %% ../nbs/04_augment.ipynb #9628e5c7
 def random_crop_flip_batch(images:Tensor, # uint8 images [B, C, H, W]

@@ -14,7 +14,7 @@ __all__ = ['METHODS', 'ARCHS', 'OPTIMIZERS', 'AUGMENTS', 'PROBES', 'DATASET_NAME
 
 # %% ../nbs/00_config.ipynb #8197b5ab
 METHODS = ("vicreg", "simclr", "barlow", "supervised")
-ARCHS = ("res", "resnet18", "vit")
+ARCHS = ("res", "resnet18", "vit", "resnet18-mini", "vit-mini")  # the minis: §5 generators for CPU presets
 OPTIMIZERS = ("sgd", "adam")
 AUGMENTS = ("batched", "torchvision", "autoaugment", "none")
 PROBES = ("fast", "linearsvc")
@@ -32,7 +32,7 @@ class Config:
     train_subset: int = 0           # train on the first n images of a seeded permutation (0 = all)
     augment: str = "batched"        # batched | torchvision | autoaugment | none
     # model (A.2)
-    arch: str = "res"               # res (RES-L-H) | resnet18 | vit
+    arch: str = "res"               # res (RES-L-H) | resnet18 | vit | resnet18-mini | vit-mini
     depth: int = 2                  # L, residual blocks
     width: int = 32                 # H, channels
     proj_dim: int = 128             # width of both projector layers (4 * width by default)
@@ -102,6 +102,8 @@ def validate(cfg:Config)->Config:
     _check(cfg.method == "supervised" or cfg.augment != "autoaugment", "augment",
            "'autoaugment' is the supervised augmentation (A.1); SSL methods need 'batched' or 'torchvision'")
     _check(cfg.method == "supervised" or cfg.augment != "none", "augment", "SSL methods need two augmented views")
+    _check(cfg.method != "supervised" or cfg.augment != "torchvision", "augment",
+           "'torchvision' is the two-view SSL pipeline; supervised runs use 'autoaugment', 'none' or 'batched'")
     return cfg
 
 # %% ../nbs/00_config.ipynb #f07e3ff1
@@ -114,11 +116,17 @@ _paper = dict(dataset="cifar100", arch="res", depth=10, width=250, proj_dim=1000
               weight_decay=1e-6, analysis_epochs=PAPER_EPOCHS, eval_train=0, eval_test=0,
               sample_n=500, sample_k_train=100, sample_k_test=20, umap_points=5, mine=True)
 
+# stepwise SSL in a deep net (notebook 13): small init, small lr, the spectrum logged; sized by a pilot on one CPU core
+_stepwise_res = dict(dataset="digits", depth=2, width=32, proj_dim=32, init_scale=0.2, epochs=80, batch_size=256,
+                     lr=0.002, analysis_epochs=(0, 80), spectrum_every=5)
+
 PRESETS: dict[str, Config] = {
     "smoke": Config(name="smoke"),
     "demo": Config(name="demo", dataset="fashion_mnist", train_subset=30000, depth=3, width=64, proj_dim=256,
                    epochs=15, batch_size=128, lr=0.05, analysis_epochs=(0, 1, 2, 4, 8, 15),
                    eval_train=5000, eval_test=2000, sample_n=100, sample_k_train=20, sample_k_test=5, mine=True),
+    **{f"stepwise-res-{m}": Config(name=f"stepwise-res-{m}", method=m, **_stepwise_res)
+       for m in ("barlow", "simclr", "vicreg")},
     "paper": Config(name="paper", **_paper),                                                   # §4, §6: RES-10-250
     "paper-res5": Config(**{**_paper, "name": "paper-res5", "depth": 5}),                         # §5, §6, Fig. 3 left
     "paper-res5-w50": Config(**{**_paper, "name": "paper-res5-w50", "depth": 5, "width": 50, "proj_dim": 200}),      # B.1

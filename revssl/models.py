@@ -7,9 +7,10 @@ from __future__ import annotations
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
 import torchvision
+from torchvision.models.resnet import BasicBlock
 
 # %% auto #0
-__all__ = ['ResBlock', 'ResLH', 'projector', 'SSLModel', 'ResNet18', 'ViT', 'build_model']
+__all__ = ['ResBlock', 'ResLH', 'projector', 'SSLModel', 'ResNet18', 'ViT', 'ResNet18Mini', 'vit_mini', 'build_model']
 
 # %% ../nbs/02_models.ipynb #9906e0bb
 class ResBlock(nn.Module):
@@ -103,6 +104,35 @@ class ViT(nn.Module):
         return outs
     def forward(self, x:Tensor)->Tensor: return self.net(x)
 
+# %% ../nbs/02_models.ipynb #b8d4f2e1
+class ResNet18Mini(ResNet18):
+    "ResNet-18's layout (2-2-2-2 `BasicBlock`s, width doubling per stage) at a small width, with a strided 3×3 stem."
+    def __init__(self, num_classes:int, in_channels:int=3,
+                 width:int=16,      # channels of the stem and the first stage (ResNet-18: 64)
+                 stem_stride:int=2, # stride of the 3×3 stem (the CIFAR stem: 1)
+                ):
+        nn.Module.__init__(self)
+        r = nn.Module()
+        r.conv1 = nn.Conv2d(in_channels, width, 3, stride=stem_stride, padding=1, bias=False)
+        r.bn1, r.relu = nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+        for i, inp in enumerate([width, width, 2 * width, 4 * width]):
+            w, s = width * 2**i, 1 if i == 0 else 2
+            down = nn.Sequential(nn.Conv2d(inp, w, 1, s, bias=False), nn.BatchNorm2d(w)) if s != 1 else None
+            setattr(r, f"layer{i + 1}", nn.Sequential(BasicBlock(inp, w, s, down), BasicBlock(w, w)))
+        r.fc = nn.Linear(8 * width, num_classes)
+        for m in r.modules():                # torchvision's ResNet initialisation
+            if isinstance(m, nn.Conv2d): nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        self.net, self.out_dim = r, 8 * width
+    def forward(self, x:Tensor)->Tensor: return self.net.fc(self.features(x)[-1])
+
+def vit_mini(num_classes:int, image_size:int, in_channels:int=3)->ViT:
+    "The small ViT of the CPU presets: 4 layers, 4 heads, 96 hidden, 4×4 patches, class token."
+    if image_size % 4:
+        raise ValueError(f"vit-mini cuts the image into 4×4 patches; image_size {image_size} is not a multiple of 4")
+    return ViT(num_classes, image_size, in_channels, patch_size=image_size // 4,
+               num_layers=4, num_heads=4, hidden_dim=96)
+
+
 # %% ../nbs/02_models.ipynb #49664338
 def build_model(cfg, # a `revssl.config.Config`
                 in_channels:int, num_classes:int, image_size:int)->SSLModel:
@@ -110,6 +140,8 @@ def build_model(cfg, # a `revssl.config.Config`
     if cfg.arch == "res": bb = ResLH(cfg.depth, cfg.width, in_channels)
     elif cfg.arch == "resnet18": bb = _Headless(ResNet18(num_classes, in_channels))
     elif cfg.arch == "vit": bb = _Headless(ViT(num_classes, image_size, in_channels))
+    elif cfg.arch == "resnet18-mini": bb = _Headless(ResNet18Mini(num_classes, in_channels))
+    elif cfg.arch == "vit-mini": bb = _Headless(vit_mini(num_classes, image_size, in_channels))
     else: raise ValueError(f"unknown arch {cfg.arch!r}")
     head = nn.Linear(bb.out_dim, num_classes) if cfg.method == "supervised" else projector(bb.out_dim, cfg.proj_dim, cfg.proj_dim)
     return SSLModel(bb, head)

@@ -16,11 +16,12 @@ from .augment import SimCLRAugment
 from .datasets import load_dataset, dataset_info
 
 # %% auto #0
-__all__ = ['STEPWISE_LINEAR', 'STEPS_CRITERION', 'THEORY_CRITERION', 'StepwiseLinear', 'positive_pairs', 'pair_covariance',
-           'gamma_eigen', 'initial_eigenvalues', 'logistic_eigenvalues', 'predicted_step_times',
+__all__ = ['STEPWISE_LINEAR', 'STEPS_CRITERION', 'THEORY_CRITERION', 'STEPWISE_LINEAR_RAW', 'StepwiseLinear', 'positive_pairs',
+           'pair_covariance', 'gamma_eigen', 'initial_eigenvalues', 'logistic_eigenvalues', 'predicted_step_times',
            'integrate_reduced_ode', 'initial_weights', 'symmetric_cross_correlation', 'train_linear_barlow',
            'crossing_times', 'learned_directions', 'mode_order', 'principal_angles_deg', 'stepwise_steps_claim',
-           'stepwise_theory_claim', 'plot_stepwise']
+           'stepwise_theory_claim', 'plot_stepwise', 'setting_row', 'spectrum_curves', 'stepwise_deep_claim',
+           'plot_spectrum']
 
 # %% ../nbs/13_stepwise.ipynb #55f7c8c3
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class StepwiseLinear:
     steps:int = 8000          # gradient steps
     every:int = 20            # steps between two measurements
     seed:int = 0              # initialisation and training-pool augmentation; the evaluation pool uses seed + 1
+    standardize:bool = True   # the loss standardises each embedding dimension (False: the theory's raw z₁ᵀz₂/N)
 
 STEPWISE_LINEAR = StepwiseLinear()
 
@@ -53,18 +55,20 @@ def positive_pairs(images:Tensor, # uint8 images [N, C, H, W]
 
 def pair_covariance(x1:Tensor, # first views [N, d]
                     x2:Tensor, # second views [N, d]
+                    centred:bool=True, # centre each view first (the standardising loss); False: raw second moment
                    )->Tensor: # Γ [d, d]
-    "Γ: symmetrised cross-covariance of the centred views (biased, as BatchNorm's statistics)."
+    "Γ: symmetrised cross-covariance of the centred views (biased, as BatchNorm's statistics), or raw moment."
     if x1.ndim != 2 or x1.shape != x2.shape:
         raise ValueError(f"views must be 2-D of one shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
-    a, b = x1 - x1.mean(0), x2 - x2.mean(0)
+    a, b = (x1 - x1.mean(0), x2 - x2.mean(0)) if centred else (x1, x2)
     g = a.T @ b / len(a)
     return (g + g.T) / 2
 
 def gamma_eigen(x1:Tensor, x2:Tensor, # positive pairs [N, d]
+                centred:bool=True, # as in `pair_covariance`
                )->tuple[Tensor, Tensor]: # eigenvalues [d] descending, eigenvectors [d, d] as columns
     "Eigendecomposition of Γ, largest eigenvalue first."
-    e, v = torch.linalg.eigh(pair_covariance(x1, x2))
+    e, v = torch.linalg.eigh(pair_covariance(x1, x2, centred))
     return e.flip(0), v.flip(1)
 
 # %% ../nbs/13_stepwise.ipynb #572a84c6
@@ -112,9 +116,10 @@ def initial_weights(dims:int, d:int, # embedding and input dimensions
 # %% ../nbs/13_stepwise.ipynb #f9aea3a0
 def symmetric_cross_correlation(w:Tensor, # weights [D, d]
                                 e1:Tensor, e2:Tensor, # evaluation pairs [N, d]
+                                standardize:bool=True, # as the loss (False: the raw `z₁ᵀ z₂ / N`)
                                )->Tensor: # [D, D]
     "The loss's cross-correlation `C` of the embeddings `W x` of the pairs, symmetrised."
-    c = cross_correlation(e1 @ w.T, e2 @ w.T)
+    c = cross_correlation(e1 @ w.T, e2 @ w.T, standardize=standardize)
     return (c + c.T) / 2
 
 def train_linear_barlow(x1:Tensor, x2:Tensor, # training pairs [N, d]
@@ -126,9 +131,10 @@ def train_linear_barlow(x1:Tensor, x2:Tensor, # training pairs [N, d]
     w = w0.clone().requires_grad_()
     opt, rec = torch.optim.SGD([w], lr=p.lr), dict(t=[], loss=[], eig=[])
     for step in range(p.steps + 1):
-        loss = barlow_twins_loss(x1 @ w.T, x2 @ w.T, lambd=p.lambd).total
+        loss = barlow_twins_loss(x1 @ w.T, x2 @ w.T, lambd=p.lambd, standardize=p.standardize).total
         if step % p.every == 0:
-            with torch.no_grad(): ev = torch.linalg.eigvalsh(symmetric_cross_correlation(w, e1, e2)).flip(0)
+            with torch.no_grad():
+                ev = torch.linalg.eigvalsh(symmetric_cross_correlation(w, e1, e2, p.standardize)).flip(0)
             rec["t"].append(p.lr * step); rec["loss"].append(loss.item()); rec["eig"].append(ev)
         if step == p.steps: break
         opt.zero_grad(); loss.backward(); opt.step()
@@ -154,10 +160,11 @@ def learned_directions(w:Tensor, # weights [D, d]
                        e1:Tensor, e2:Tensor, # evaluation pairs [N, d]
                        k:int, # how many leading eigenvalues of C
                        eps:float=1e-5, # the loss's BatchNorm ε
+                       standardize:bool=True, # as the loss (False: `C = W Γ Wᵀ`, direction `Wᵀ u`)
                       )->Tensor: # [d, k] unit columns
     "Input-space directions of the `k` leading eigenvectors of the symmetrised `C`."
-    _, u = torch.linalg.eigh(symmetric_cross_correlation(w, e1, e2))
-    s = ((e1 @ w.T).var(0, unbiased=False) + eps).rsqrt()
+    _, u = torch.linalg.eigh(symmetric_cross_correlation(w, e1, e2, standardize))
+    s = ((e1 @ w.T).var(0, unbiased=False) + eps).rsqrt() if standardize else torch.ones(len(w), dtype=w.dtype)
     a = w.T @ (s[:, None] * u.flip(1)[:, :k])
     return a / a.norm(dim=0)
 
@@ -240,4 +247,47 @@ def plot_stepwise(t:Tensor, # effective times [T]
     a1.title.set_size(9); a1.legend(fontsize=7, ncol=2)
     for a in (a0, a1): a.set_xlim(float(t[1]), float(t[-1]))
     fig.tight_layout()
+    return fig
+
+# %% ../nbs/13_stepwise.ipynb #b8c9d0e1
+STEPWISE_LINEAR_RAW = StepwiseLinear(standardize=False, init=1e-4, lr=2.5e-3, steps=16000, every=40)
+
+def setting_row(row:dict, # a claims row of `stepwise_steps_claim` / `stepwise_theory_claim`
+                id:str, # its id in claims.csv
+                setting:str, # which experiment, prefixed to `claim` and `measured`
+                figure:str|None=None, # its figure (None: the row's own)
+               )->dict:
+    "The same verdict and criterion under another id, with the experiment named in `claim` and `measured`."
+    return {**row, "id": id, "figure": figure or row["figure"], "claim": f"{setting}: {row['claim']}", "measured": f"{setting}: {row['measured']}"}
+
+# %% ../nbs/13_stepwise.ipynb #a3b4c5d6
+def spectrum_curves(sp, # spectrum.csv as a DataFrame (epoch, step, t, index, eigenvalue)
+                   )->tuple[Tensor, Tensor]: # t [T], eigenvalues [T, D] (largest first)
+    "The tidy spectrum log as time and eigenvalue curves, one row per measured step."
+    if not {"step", "t", "index", "eigenvalue"} <= set(sp.columns):
+        raise ValueError(f"not a spectrum.csv table: columns {list(sp.columns)}")
+    wide = sp.pivot(index="step", columns="index", values="eigenvalue").sort_index()
+    t = sp.groupby("step").t.first().sort_index()
+    return torch.tensor(t.to_numpy(), dtype=torch.float64), torch.tensor(wide.to_numpy(), dtype=torch.float64)
+
+def stepwise_deep_claim(sp, # spectrum.csv of one run
+                        method:str, # its loss, named in the row
+                        k:int=4, # leading eigenvalues tested
+                       )->dict: # a claims.csv row
+    "Claim `stepwise-deep-{method}`: the `stepwise-steps` criterion on a deep run's leading covariance eigenvalues."
+    t, eig = spectrum_curves(sp)
+    row = stepwise_steps_claim(t, eig[:, :k])
+    return {**row, "id": f"stepwise-deep-{method}", "figure": f"figures/stepwise_res_{method}.png",
+            "claim": f"RES-L-H, {method}, small init: the {k} leading embedding eigenvalues rise one at a time"}
+
+# %% ../nbs/13_stepwise.ipynb #d6e7f8a9
+def plot_spectrum(t:Tensor, eig:Tensor, # from `spectrum_curves`
+                  title:str, k:int=8, # leading eigenvalues drawn
+                 ):
+    "Leading embedding covariance eigenvalues against t (both axes logarithmic), the initialisation left out."
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for i in range(min(k, eig.shape[1])): ax.plot(t[1:], eig[1:, i], label=f"λ{i + 1}")
+    ax.set(xscale="log", yscale="log", xlabel="t = Σ lr", ylabel="covariance eigenvalues (fixed batch)", title=title)
+    ax.legend(fontsize=7, ncol=2); fig.tight_layout()
     return fig

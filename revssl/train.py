@@ -16,17 +16,19 @@ from .config import Config, validate, config_to_dict, config_from_dict
 from .losses import ssl_loss, VICRegTerms, SimCLRTerms, BarlowTwinsTerms
 from .models import build_model
 from .datasets import load_dataset, dataset_info
-from .augment import SimCLRAugment, normalize, autoaugment_batch
+from .augment import SimCLRAugment, normalize, autoaugment_batch, torchvision_two_view_loader
+from .spectra import embedding_spectrum
 from .distributed import Dist, setup_distributed, global_batchnorm, rank_rows, augment_rows
 from .distributed import resolve_device  # re-exported: revssl.analysis imports it from here
 
 # %% auto #0
-__all__ = ['CKPT_FORMAT', 'TRAINING_FIELDS', 'save_checkpoint', 'CheckpointError', 'load_checkpoint', 'subset_indices',
-           'load_train_set', 'make_optimizer', 'make_scheduler', 'build_augment', 'loss_kwargs', 'term_names',
-           'ssl_step', 'supervised_step', 'TrainingInterrupted', 'NonFiniteLoss', 'prepare_run_dir', 'Run', 'init_run',
-           'restore_state', 'save_weights', 'save_state', 'save_epoch_files', 'forward_module', 'build_run',
-           'check_finite', 'stop_on_signal', 'log_epoch', 'batch_terms', 'train_epochs', 'train', 'predict',
-           'save_predictions']
+__all__ = ['CKPT_FORMAT', 'LOADER_WORKERS', 'TRAINING_FIELDS', 'SPECTRUM_BATCH', 'save_checkpoint', 'CheckpointError',
+           'load_checkpoint', 'subset_indices', 'load_train_set', 'make_optimizer', 'make_scheduler', 'build_augment',
+           'build_loader', 'loss_kwargs', 'term_names', 'view_terms', 'ssl_step', 'supervised_step',
+           'TrainingInterrupted', 'NonFiniteLoss', 'prepare_run_dir', 'Run', 'scale_init', 'init_run', 'spectrum_batch',
+           'spectrum_rows', 'log_spectrum', 'restore_state', 'save_weights', 'save_state', 'save_epoch_files',
+           'forward_module', 'build_run', 'check_finite', 'stop_on_signal', 'log_epoch', 'epoch_batches', 'batch_terms',
+           'train_epochs', 'train', 'predict', 'save_predictions']
 
 # %% ../nbs/05_train.ipynb #669d5607
 CKPT_FORMAT = "revssl-checkpoint-v1"
@@ -82,13 +84,22 @@ def make_scheduler(opt, # the optimiser whose lr is annealed
     return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1))
 
 # %% ../nbs/05_train.ipynb #45d27702
+LOADER_WORKERS = 2   # DataLoader worker processes of the per-image torchvision pipeline
+
 def build_augment(cfg:Config, info, # the dataset's `dataset_info` (size, mean, std)
                   device):
-    "The training augmentation of `cfg`: batched SimCLR (A.1), AutoAugment (supervised) or plain normalisation."
-    if cfg.augment in ("batched", "torchvision"): return SimCLRAugment(info.size, info.mean, info.std)
+    "The batched training augmentation of `cfg` (A.1 SimCLR, AutoAugment or normalisation); None for torchvision."
+    if cfg.augment == "torchvision": return None     # the views come from `build_loader`
+    if cfg.augment == "batched": return SimCLRAugment(info.size, info.mean, info.std)
     if cfg.augment == "autoaugment":
         return lambda x, generator=None: normalize(autoaugment_batch(x, generator=generator), info.mean, info.std)
     return lambda x, generator=None: normalize(x, info.mean, info.std)
+
+def build_loader(cfg:Config, images:Tensor, info):
+    "The per-image torchvision DataLoader of `augment=\"torchvision\"` (SSL only), else None."
+    if cfg.augment != "torchvision": return None
+    return torchvision_two_view_loader(images, cfg.batch_size, info.size, info.mean, info.std,
+                                       num_workers=LOADER_WORKERS, seed=cfg.seed)
 
 # %% ../nbs/05_train.ipynb #59f09828
 def loss_kwargs(cfg:Config)->dict:
@@ -101,16 +112,22 @@ def term_names(method:str)->tuple:
     return {"vicreg": VICRegTerms._fields, "simclr": SimCLRTerms._fields, "barlow": BarlowTwinsTerms._fields,
             "supervised": ("total", "accuracy")}[method]
 
+def view_terms(model, v:Tensor, cfg:Config, amp:bool,
+               gather:bool=False, # the loss over every rank's embeddings (several processes)
+              )->dict:
+    "Loss terms of the stacked views `v` = [first views; second views] (rows of both halves are positive pairs)."
+    with torch.autocast(v.device.type, dtype=torch.bfloat16, enabled=amp):
+        z = model(v)
+    z1, z2 = z.float().chunk(2)
+    return ssl_loss(cfg.method, z1, z2, **loss_kwargs(cfg), **({"gather": True} if gather else {}))._asdict()
+
 def ssl_step(model, augment, x:Tensor, cfg:Config, gen, amp:bool,
              rows:Tensor|None=None, # this rank's rows of the two stacked views (several processes), else None
             )->dict:
     "Loss terms of one SSL step on the uint8 batch `x` (two independently augmented views of each image)."
     if rows is None: v = augment(torch.cat([x, x]), generator=gen)   # one batched call; each row draws its own
     else: v = augment_rows(augment, torch.cat([x, x]), rows, gen)
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-        z = model(v)
-    z1, z2 = z.float().chunk(2)
-    return ssl_loss(cfg.method, z1, z2, **loss_kwargs(cfg), **({} if rows is None else {"gather": True}))._asdict()
+    return view_terms(model, v, cfg, amp, rows is not None)
 
 def supervised_step(model, augment, x:Tensor, y:Tensor, gen, amp:bool,
                     rows:Tensor|None=None, # this rank's rows of the batch (several processes), else None
@@ -143,7 +160,8 @@ class _StopFlag:
 
 # %% ../nbs/05_train.ipynb #b0d8616c
 TRAINING_FIELDS = ("dataset", "train_subset", "augment", "arch", "depth", "width", "proj_dim", "method", "lam", "mu",
-                   "nu", "temperature", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "seed")
+                   "nu", "temperature", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "seed",
+                   "init_scale", "spectrum_every")
 
 def prepare_run_dir(out:Path, # the run directory
                     cfg:Config,
@@ -177,36 +195,76 @@ class Run:
     images:Tensor               # the training set on `device`, uint8 [N, C, H, W]
     y:Tensor                    # its classes
     model:nn.Module             # what the checkpoints hold
-    augment:object              # `build_augment(cfg, ...)`
+    augment:object              # `build_augment(cfg, ...)` (None with the torchvision loader)
     opt:torch.optim.Optimizer
     sched:object                # the per-step cosine schedule
     gen:torch.Generator         # draws the permutations and the augmentations, on `device`
     amp:bool                    # bf16 autocast (CUDA only)
     steps:int                   # optimiser steps per epoch
+    loader:object = None        # `build_loader(cfg, ...)`: the batch source of augment="torchvision", else None
+    spec_x:Tensor|None = None   # the fixed spectrum batch, normalised (spectrum_every > 0), else None
     fwd:nn.Module|None = None   # what a step calls: `model`, in DDP with several processes, compiled if asked
     rows:Tensor|None = None     # this rank's rows of a batch (several processes), else None
     epoch:int = 0               # epochs finished
     step:int = 0                # steps finished of epoch `epoch + 1` (after a stop in its middle)
     perm:Tensor|None = None     # that epoch's permutation (None: not drawn yet)
     sums:Tensor|None = None     # the loss-term sums of those steps
+    lr_sum:float = 0.0          # the sum of the learning rates of all steps so far: the spectrum's time t
     log:list = field(default_factory=list)   # the rows of train_log.csv
+    spectrum:list = field(default_factory=list)   # the rows of spectrum.csv
 
     @property
     def ck_dir(self)->Path: return self.out/"checkpoints"
+    @property
+    def done(self)->int: return self.epoch * self.steps + self.step   # optimiser steps taken
+
+def scale_init(model:nn.Module,
+               scale:float, # every parameter is multiplied by this (1: unchanged)
+              )->nn.Module:
+    "Multiply every parameter (conv, linear and BatchNorm weights and biases; not the BN statistics) by `scale`."
+    if scale != 1:
+        with torch.no_grad():
+            for p in model.parameters(): p.mul_(scale)
+    return model
 
 def init_run(cfg:Config, out:Path, images:Tensor, y:Tensor, d:Dist, device:torch.device)->Run:
     "A fresh `Run` of `cfg` at epoch 0: the seeded model, its optimiser and schedule, the seeded generator."
     info = dataset_info(cfg.dataset)
     torch.manual_seed(cfg.seed)
     n_cls = info.hierarchies["class"]                  # the dataset's, not the subset's: heads keep their size
-    model = build_model(cfg, info.channels, n_cls, info.size).to(device)
+    model = scale_init(build_model(cfg, info.channels, n_cls, info.size), cfg.init_scale).to(device)
     if d.on: model = global_batchnorm(model, device)
     if cfg.channels_last and device.type == "cuda": model = model.to(memory_format=torch.channels_last)
     augment, steps = build_augment(cfg, info, device), len(images) // cfg.batch_size
     opt = make_optimizer(cfg, model.parameters())
     sched = make_scheduler(opt, cfg.epochs * steps)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    return Run(cfg, out, device, images, y, model, augment, opt, sched, gen, cfg.amp and device.type == "cuda", steps)
+    return Run(cfg, out, device, images, y, model, augment, opt, sched, gen, cfg.amp and device.type == "cuda", steps,
+               loader=build_loader(cfg, images, info), spec_x=spectrum_batch(cfg, images, info))
+
+# %% ../nbs/05_train.ipynb #e5f6a7b8
+SPECTRUM_BATCH = 512   # images of the fixed batch whose embedding spectrum is logged
+
+def spectrum_batch(cfg:Config, images:Tensor, info)->Tensor|None:
+    "The fixed, normalised, unaugmented spectrum batch of `cfg` (None when `spectrum_every` is 0)."
+    if not cfg.spectrum_every: return None
+    return normalize(images[subset_indices(len(images), SPECTRUM_BATCH, cfg.seed).to(images.device)], info.mean,
+                     info.std)
+
+@torch.no_grad()
+def spectrum_rows(r:Run)->list[dict]:
+    "Covariance eigenvalues of the projector outputs of the fixed batch (eval mode), as rows of spectrum.csv."
+    r.model.eval()
+    try: z = r.model(r.spec_x).float().cpu()
+    finally: r.model.train()
+    ev = embedding_spectrum(z) if torch.isfinite(z).all() else torch.full((z.shape[1],), float("nan"))
+    epoch = -(-r.done // r.steps)                       # the epoch this step belongs to (0: the initialisation)
+    return [{"epoch": epoch, "step": r.done, "t": r.lr_sum, "index": i, "eigenvalue": float(e)}
+            for i, e in enumerate(ev)]
+
+def log_spectrum(r:Run, d:Dist):
+    "Append the spectrum rows of the current step when it is a multiple of `spectrum_every` (rank 0)."
+    if r.cfg.spectrum_every and r.done % r.cfg.spectrum_every == 0 and d.main: r.spectrum += spectrum_rows(r)
 
 # %% ../nbs/05_train.ipynb #2028e745
 def _rng_state(gen)->dict:
@@ -233,11 +291,13 @@ def _read_log(path:Path)->list[dict]:
     with open(path) as f: return list(csv.DictReader(f))
 
 def restore_state(r:Run, ck:dict):
-    "Put `r` where the state checkpoint `ck` stands: weights, optimiser, schedule, RNG, place in the epoch, log."
+    "Put `r` where the state checkpoint `ck` stands: weights, optimiser, schedule, RNG, place in the epoch, logs."
     r.model.load_state_dict(ck["model"]); r.opt.load_state_dict(ck["optimizer"])
     r.sched.load_state_dict(ck["scheduler"]); _set_rng_state(ck["rng"], r.gen)
     r.epoch, r.step, r.perm, r.sums = ck["epoch"], ck["step"], ck["perm"], ck.get("sums")
+    r.lr_sum = ck.get("lr_sum", 0.0)          # absent in checkpoints written before the spectrum log
     r.log = [row for row in _read_log(r.out/"train_log.csv") if int(row["epoch"]) <= r.epoch]
+    r.spectrum = [row for row in _read_log(r.out/"spectrum.csv") if int(row["step"]) <= r.done]
 
 # %% ../nbs/05_train.ipynb #c1d57bd9
 def save_weights(r:Run):
@@ -248,12 +308,13 @@ def save_weights(r:Run):
 def save_state(r:Run):
     "`last.pt`: everything needed to continue the run from where it stands, down to the step."
     save_checkpoint({"kind": "state", "epoch": r.epoch, "step": r.step, "perm": r.perm, "sums": r.sums,
+                     "lr_sum": r.lr_sum,
                      "config": config_to_dict(r.cfg), "model": r.model.state_dict(), "optimizer": r.opt.state_dict(),
                      "scheduler": r.sched.state_dict(), "rng": _rng_state(r.gen)}, r.ck_dir/"last.pt")
 
 def save_epoch_files(r:Run):
-    "The files of the finished epoch `r.epoch` (0: the start): train_log.csv, its weights if analysed, last.pt."
-    _append_log(r.out/"train_log.csv", r.log)
+    "The files of the finished epoch `r.epoch` (0: the start): the logs, its weights if analysed, last.pt."
+    _append_log(r.out/"train_log.csv", r.log); _append_log(r.out/"spectrum.csv", r.spectrum)
     if r.epoch in r.cfg.analysis_epochs: save_weights(r)
     save_state(r)
 
@@ -280,7 +341,9 @@ def build_run(cfg:Config, out:Path,
         if resuming: restore_state(r, load_checkpoint(r.ck_dir/"last.pt", map_location=device))
     r.fwd = forward_module(r.model, cfg, d, device)
     if d.on: r.rows = rank_rows(cfg.batch_size, d.rank, d.world, 1 if cfg.method == "supervised" else 2).to(device)
-    if not resuming: d.rank0(lambda: save_epoch_files(r))
+    if not resuming:
+        log_spectrum(r, d)                      # the initialisation's spectrum (step 0)
+        d.rank0(lambda: save_epoch_files(r))
     return r
 
 # %% ../nbs/05_train.ipynb #36ca0339
@@ -296,9 +359,9 @@ def stop_on_signal(r:Run, d:Dist, signum:int,
                    step:int, # steps done in epoch `r.epoch + 1`
                    sums:Tensor, # their loss-term sums (this rank's)
                   ):
-    "Save `last.pt` after `step` steps of this epoch and raise `TrainingInterrupted` on every rank."
+    "Save `last.pt` (and spectrum.csv) after `step` steps of this epoch and raise `TrainingInterrupted` on every rank."
     r.step, r.sums = step, d.mean(sums) if r.cfg.method == "supervised" else sums   # what every rank resumes from
-    d.rank0(lambda: save_state(r))
+    d.rank0(lambda: (_append_log(r.out/"spectrum.csv", r.spectrum), save_state(r)))
     raise TrainingInterrupted(f"stopped by signal {signal.Signals(signum).name} at epoch {r.epoch + 1}, step "
                               f"{step}/{r.steps}; resume with --resume (state saved in {r.ck_dir/'last.pt'})")
 
@@ -312,11 +375,24 @@ def log_epoch(r:Run, sums:Tensor|None, dt:float,
     return mean
 
 # %% ../nbs/05_train.ipynb #f8c7fade
-def batch_terms(r:Run, idx:Tensor)->dict:
-    "The loss terms of the training step on images `idx` (the forward pass)."
+def epoch_batches(r:Run,
+                  first:int, # the first step to run of epoch `r.epoch + 1`
+                 ):
+    "This epoch's batches from step `first`: image indices (batched augmentation) or (view1, view2) (torchvision)."
+    if r.loader is None:
+        if r.perm is None: r.perm = torch.randperm(len(r.images), generator=r.gen, device=r.device)
+        return (r.perm[s * r.cfg.batch_size:(s + 1) * r.cfg.batch_size] for s in range(first, r.steps))
+    r.loader.batch_sampler.set_epoch(r.epoch + 1, first)
+    return iter(r.loader)
+
+def batch_terms(r:Run, batch)->dict:
+    "The loss terms of the training step on `batch` (the forward pass), from either batch source."
+    if r.loader is not None:
+        v = torch.cat(batch).to(r.device, non_blocking=True)
+        return view_terms(r.fwd, v if r.rows is None else v[r.rows], r.cfg, r.amp, r.rows is not None)
     if r.cfg.method == "supervised":
-        return supervised_step(r.fwd, r.augment, r.images[idx], r.y[idx], r.gen, r.amp, r.rows)
-    return ssl_step(r.fwd, r.augment, r.images[idx], r.cfg, r.gen, r.amp, r.rows)
+        return supervised_step(r.fwd, r.augment, r.images[batch], r.y[batch], r.gen, r.amp, r.rows)
+    return ssl_step(r.fwd, r.augment, r.images[batch], r.cfg, r.gen, r.amp, r.rows)
 
 def train_epochs(r:Run, d:Dist,
                  last:int, # the epoch to stop after
@@ -329,18 +405,19 @@ def train_epochs(r:Run, d:Dist,
     with bar, _StopFlag() as stop:
         while r.epoch < last:
             r.model.train()
-            if r.perm is None: r.perm = torch.randperm(len(r.images), generator=r.gen, device=r.device)
             sums, r.sums = r.sums, None                # loss-term sums, from those of the steps before a stop
             bad = torch.full((), -1, device=r.device)  # the first step with a non-finite loss (-1: none)
             t0, first = time.time(), r.step
-            for s in range(first, r.steps):
-                terms = batch_terms(r, r.perm[s * cfg.batch_size:(s + 1) * cfg.batch_size])
+            for s, batch in enumerate(epoch_batches(r, first), first):
+                terms = batch_terms(r, batch)
                 r.opt.zero_grad(set_to_none=True)
                 terms["total"].backward()
+                r.lr_sum += r.opt.param_groups[0]["lr"]   # the lr this step uses
                 r.opt.step(); r.sched.step()           # the learning rate is annealed per step
                 vals = torch.stack([t.detach().float() for t in terms.values()])
                 sums = vals if sums is None else sums + vals   # on the device: no host sync per step
                 bad = torch.where((bad < 0) & ~torch.isfinite(vals[0]), torch.tensor(s, device=r.device), bad)
+                r.step = s + 1; log_spectrum(r, d)
                 bar.update(1)
                 if sig := d.max(stop.signum or 0):     # a signal on any rank: every rank stops after this step
                     check_finite(r, d, bad)            # (a non-finite loss before it is the error to report)

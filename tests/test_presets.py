@@ -214,3 +214,28 @@ def test_slow_paper_preset_one_step_at_full_size(name, paper_root, tmp_path, mon
     assert any(not torch.equal(w0[k], w1[k]) for k in params), "one optimisation step changed no parameter"
     if preset.method == "supervised":
         check_predictions(out, (0, 1), preset.batch_size, 16, DATASETS[preset.dataset].hierarchies["class"])
+
+
+# ------------------------------------------------------------------------------------------ stepwise presets (§13)
+STEPWISE = [k for k in PRESETS if k.startswith("stepwise-res-")]
+
+
+def test_stepwise_presets_are_small_init_with_spectrum():
+    "The three deep stepwise presets: one per loss, small init, spectrum logged, otherwise alike."
+    assert sorted(PRESETS[k].method for k in STEPWISE) == ["barlow", "simclr", "vicreg"]
+    for k in STEPWISE:
+        p = PRESETS[k]
+        assert 0 < p.init_scale < 1 and p.spectrum_every > 0, k
+    shared = [{f: v for f, v in config_to_dict(PRESETS[k]).items() if f not in ("name", "method")} for k in STEPWISE]
+    assert all(s == shared[0] for s in shared)
+
+
+@pytest.mark.parametrize("name", STEPWISE)
+def test_stepwise_preset_writes_spectrum(name, only_fake, tmp_path, capsys):
+    "One step from the command line writes spectrum.csv: the initialisation's proj_dim eigenvalues, largest first."
+    out = tmp_path / name
+    assert cli("train", "--preset", name, "--out", out, "--quiet", *sets(SHRINK)) == 0, capsys.readouterr().err
+    sp = pd.read_csv(out / "spectrum.csv")
+    assert list(sp.columns) == ["epoch", "step", "t", "index", "eigenvalue"]
+    assert list(sp.step.unique()) == [0] and list(sp["index"]) == list(range(SHRINK["proj_dim"]))
+    assert (sp.eigenvalue.diff().dropna() <= 0).all() and (sp.eigenvalue >= 0).all() and (sp.t == 0).all()
