@@ -37,7 +37,12 @@ def test_smoke_reproduction_writes_every_artifact(smoke):
         assert (out / "figures" / f"{f}.png").stat().st_size > 1000
         assert (out / "figures" / f"{f}.pdf").exists()
     rep = (out / "report.md").read_text()
-    assert "## The paper's claims" in rep and "| §4, Fig. 2 |" in rep and "not measured" in rep
+    assert "## The paper's claims" in rep and "not measured" in rep
+    assert "| s4-sample-clusters | §4, Fig. 2 left |" in rep
+    claims = pd.read_csv(out / "claims.csv", dtype=str, keep_default_na=False)
+    assert list(claims.columns) == ["id", "section", "figure", "claim", "criterion", "paper", "measured", "verdict"]
+    assert set(claims.verdict) <= {"reproduced", "not reproduced", "not measured"} and claims.id.is_unique
+    assert all(f"| {i} |" in rep for i in claims.id)   # report.md renders every row of claims.csv
     log = pd.read_csv(out / "train_log.csv")
     assert list(log.epoch) == [1, 2, 3, 4]
 
@@ -84,7 +89,7 @@ def test_stages_run_alone(tmp_path):
          (["figures", str(out)], "has no metrics.csv: run `revssl analyze")),
         ("figures", [str(out)], None, {f"figures/{f}.{x}" for f in figs for x in ("png", "pdf")},
          (["report", str(out)], "has no figures: run `revssl figures")),
-        ("report", [str(out)], None, {"report.md"}, None),
+        ("report", [str(out)], None, {"report.md", "claims.csv"}, None),
     ]
     for stage, argv, again, made, too_early in stages:
         if too_early: fails_naming(too_early[1], *too_early[0])   # the next stage, run too early, names what is missing
@@ -120,3 +125,19 @@ def test_sigterm_saves_and_resume_is_exact(tmp_path):
     a = torch.load(straight / "checkpoints" / "epoch_0010.pt", weights_only=True)["model"]
     b = torch.load(stopped / "checkpoints" / "epoch_0010.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_probe_any_encoder(tmp_path):
+    out = tmp_path / "probe"
+    p = run("probe", "--model", "torchvision:resnet18", "--layers", "layer1,layer4", "--dataset", "digits",
+            "--out", str(out), "--train", "400", "--test", "200", "--sample", "10,4,2", "--device", "cpu")
+    assert f"probe done: {out}" in p.stdout
+    m = pd.read_csv(out / "metrics.csv")
+    assert list(m.columns) == ["epoch", "layer", "hierarchy", "target", "metric", "split", "value"]
+    assert sorted(set(zip(m.layer, m.target))) == [(l, t) for l in ("layer1", "layer4")
+                                                   for t in ("class", "sample", "superclass")]
+    assert (out / "figures" / "layers.png").stat().st_size > 1000
+    assert "grayscale images replicated" in (out / "report.md").read_text()
+    fails_naming("unknown layer(s) ['fc9'] of ResNet; its named modules are: conv1,", "probe", "--model",
+                 "torchvision:resnet18", "--layers", "fc9", "--dataset", "digits", "--out", str(tmp_path / "bad"))
+    assert not (tmp_path / "bad").exists()
