@@ -12,6 +12,15 @@ sets (amortised). Every time is the median of --repeats runs; the speed ratio is
 
     python bench/probe.py --synthetic                 # Gaussian-mixture features like the demo preset
     python bench/probe.py --cache runs/demo/features/epoch_0100.pt --device cuda
+    python bench/probe.py --paper-size --threads 2   # the paper's shapes; LinearSVC on a timed class subset
+
+--paper-size: synthetic features of the paper's shapes (N = 50,000 train x D = 250: 100 classes, 20 superclasses
+of 5 classes; the 500-image sample-level set, 500 x 100 train and 500 x 20 test views; and D = 1,000, which takes
+the CG solver). LinearSVC is one-vs-rest, so its column for class c is the binary fit of c against all N rows
+(checked in tests/test_bench_probe.py). Where fitting all K columns would exceed --svc-budget seconds (timed on a
+pilot column), LinearSVC fits only k of the K columns (a seeded random subset, the pilot first), still on all N
+train rows; both probes are then scored on the test rows of those k classes, by argmax over those k columns. With
+k = K this is the ordinary accuracy. The fast probe always solves every column of every target set in one call.
 """
 import argparse, math, os, statistics, sys, tempfile, time
 from pathlib import Path
@@ -19,9 +28,10 @@ from pathlib import Path
 # as in the Makefile: spinning OpenMP threads make small ops many times slower on a shared 2-core machine
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch
+from sklearn.svm import LinearSVC
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from revssl.probes import linear_probe  # noqa: E402
+from revssl.probes import linear_probe, _ovr_targets, _squared_hinge_ovr, _standardise  # noqa: E402
 
 SETS = ("train", "test", "sample_train", "sample_test")
 
@@ -102,10 +112,161 @@ def timed(fn, repeats, sync):
     return statistics.median(ts), r
 
 
+# --- --paper-size: the fast probe against LinearSVC at the paper's shapes -------------------------------------
+
+def paper_size_features(d=250, # feature dimension
+                        classes=100, # image classes
+                        group=5, # classes per superclass
+                        n_train=50000, n_test=10000, # images
+                        ids=500, views_train=100, views_test=20, # sample-level set: source images and their views
+                        latent=24, # dimension of the subspace holding the class means
+                        spread=1.0, # scale of the class means against the unit image variation
+                        jitter=0.6, # view-to-view variation (latent std) of the sample-level set
+                        noise=1.0, # isotropic feature noise outside the signal
+                        seed=0):
+    "{'images': (x_tr, ys_tr, x_te, ys_te), 'sample': (...)}: learnable but overlapping Gaussian-mixture features."
+    g = torch.Generator().manual_seed(seed)
+    sup_mu = spread * torch.randn(classes // group, latent, generator=g)
+    cls_mu = sup_mu[torch.arange(classes) // group] + 0.7 * spread * torch.randn(classes, latent, generator=g)
+    proj = torch.randn(latent, d, generator=g) / math.sqrt(latent)
+    scale, offset = torch.rand(d, generator=g) * 3 + 0.5, torch.randn(d, generator=g) * 5
+    feats = lambda lat: ((lat @ proj + noise * torch.randn(len(lat), d, generator=g)) * scale + offset).float()
+    image = lambda y: cls_mu[y] + torch.randn(len(y), latent, generator=g)   # an image: its class mean + variation
+    y_tr = torch.arange(n_train) % classes                                  # balanced, every class present
+    y_te = torch.arange(n_test) % classes
+    z = image(torch.randint(0, classes, (ids,), generator=g))               # the sample-level source images
+    s_tr, s_te = torch.arange(ids).repeat_interleave(views_train), torch.arange(ids).repeat_interleave(views_test)
+    view = lambda s: z[s] + jitter * torch.randn(len(s), latent, generator=g)
+    hier = lambda y: {"class": y, "superclass": y // group}
+    return {"images": (feats(image(y_tr)), hier(y_tr), feats(image(y_te)), hier(y_te)),
+            "sample": (feats(view(s_tr)), {"sample": s_tr}, feats(view(s_te)), {"sample": s_te})}
+
+
+def fast_scores(x_tr, # train features [N, D]
+                ys_tr:dict, # name -> train labels [N]
+                x_te, # test features [M, D]
+                solver="auto", tol=1e-4, # options of the fast probe (C = 1, as LinearSVC)
+               ):
+    "Test decision values [M, all columns] and column spans of the fast probe, as `linear_probe(method='fast')`."
+    xtr, xte = _standardise(x_tr, x_te, dtype=torch.float32, bias=True)
+    Y, spans = _ovr_targets(ys_tr)
+    W = _squared_hinge_ovr(xtr, Y, torch.ones(Y.shape[1], device=xtr.device), solver, None, tol)
+    return xte @ W, spans
+
+
+def svc_scores(a, # standardised train features [N, D] (numpy float64)
+               b, # standardised test features [M, D] (numpy float64)
+               y, # train labels [N] (numpy)
+               classes:list, # the classes whose one-vs-rest columns are fitted
+              ):
+    "Test decision values [M, len(classes)] of LinearSVC's one-vs-rest columns (a binary fit each), seconds each."
+    cols, secs = [], []
+    for c in classes:
+        t = time.perf_counter()
+        clf = LinearSVC(C=1.0, max_iter=1000, dual="auto", tol=1e-4, random_state=0).fit(a, y == c)
+        secs.append(time.perf_counter() - t)
+        cols.append(torch.from_numpy(clf.decision_function(b)))
+    return torch.stack(cols, 1), secs
+
+
+def subset_accuracy(scores, # decision values [M, k] of the columns of `classes`, in that order
+                    y, # test labels [M]
+                    classes, # the k classes (LongTensor)
+                   ):
+    "Accuracy by argmax over the k columns on the test rows whose label is one of `classes`, and those predictions."
+    keep = torch.isin(y, classes)
+    if not keep.any(): raise ValueError(f"no test row has a label among the {len(classes)} chosen classes")
+    pred = classes[scores[keep].argmax(1)]
+    return (pred == y[keep]).double().mean().item(), pred
+
+
+def class_order(K:int, # classes of the target set
+                seed:int=0, # seed of the order
+               ):
+    "A seeded random order of the K classes: the pilot column is the first, a subset of k is the first k."
+    return torch.randperm(K, generator=torch.Generator().manual_seed(seed))
+
+
+def svc_subset(order, # the classes in their random order, from `class_order`
+               pilot_s:float, # seconds LinearSVC took for one column
+               budget_s:float, # seconds of LinearSVC allowed for this target set
+              ):
+    "The classes LinearSVC fits: all K when K columns fit the budget, else the first k of the order (at least 2)."
+    return order[:max(2, int(budget_s / max(pilot_s, 1e-9)))]
+
+
+def paper_size_rows(fam, # features name, e.g. "D=250 images"
+                    x_tr, ys_tr, x_te, ys_te, # features and {name: labels} (labels 0..K-1, all present in train)
+                    a, # the parsed options
+                    dev, sync):
+    "One row per target set: the fast probe (all columns, one call) against LinearSVC on all or a timed k of K."
+    sync(); t = time.perf_counter()
+    S, spans = fast_scores(x_tr.to(dev), {h: v.to(dev) for h, v in ys_tr.items()}, x_te.to(dev), a.solver,
+                       1e-4 if a.tol is None else a.tol)
+    sync(); t_fast = time.perf_counter() - t
+    S = S.double().cpu()
+    xa, xb = (z.numpy() for z in _standardise(x_tr, x_te))
+    rows = []
+    for h, j0, j1, cl in spans:
+        K, y_tr, y_te = j1 - j0, ys_tr[h].numpy(), ys_te[h]
+        if not torch.equal(cl.cpu(), torch.arange(K)): raise ValueError(f"{fam} {h}: labels must be 0..K-1")
+        order = class_order(K, a.seed)
+        P, (pilot,) = svc_scores(xa, xb, y_tr, order[:1].tolist())          # the pilot column
+        chosen = svc_subset(order, pilot, a.svc_budget)
+        R, secs = svc_scores(xa, xb, y_tr, chosen[1:].tolist())
+        acc_s, p_s = subset_accuracy(torch.cat([P, R], 1), y_te, chosen)
+        acc_f, p_f = subset_accuracy(S[:, j0:j1][:, chosen], y_te, chosen)
+        acc_all = subset_accuracy(S[:, j0:j1], y_te, torch.arange(K))[0]
+        rows.append(dict(fam=fam, target=h, N=len(x_tr), D=x_tr.shape[1], K=K, k=len(chosen), M=len(p_s),
+                         solver=a.solver if a.solver != "auto" else ("newton" if x_tr.shape[1] + 1 <= 513 else "cg"),
+                         t_fast=t_fast, t_svc=pilot + sum(secs), pilot=pilot, acc_f=acc_f, acc_s=acc_s,
+                         acc_all=acc_all, agree=(p_s == p_f).double().mean().item()))
+        print(f"  {fam} {h}: pilot column {pilot:.2f} s -> LinearSVC on {len(chosen)} of {K} columns", flush=True)
+    return rows
+
+
+def print_paper_size(rows, threshold):
+    "The markdown table of the --paper-size rows and the verdict at `threshold`."
+    print("\n| features | target | train N x D | classes | fast solver | fast s (one call, all targets) "
+          "| LinearSVC s | LinearSVC columns | test rows | fast acc | LinearSVC acc | abs diff | same prediction "
+          "| fast acc, all K |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        sub = (f"all {r['K']}" if r["k"] == r["K"] else f"subsampled: {r['k']} of {r['K']} classes, one-vs-rest "
+               f"columns restricted to those classes (est. all {r['K']}: {r['t_svc'] / r['k'] * r['K']:.0f} s)")
+        print(f"| {r['fam']} | {r['target']} | {r['N']} x {r['D']} | {r['K']} | {r['solver']} | {r['t_fast']:.1f} "
+              f"| {r['t_svc']:.1f} | {sub} | {r['M']} | {r['acc_f']:.4f} | {r['acc_s']:.4f} "
+              f"| {abs(r['acc_f'] - r['acc_s']):.4f} | {r['agree']:.4f} | {r['acc_all']:.4f} |")
+    w = max(rows, key=lambda r: abs(r["acc_f"] - r["acc_s"]))
+    d = abs(w["acc_f"] - w["acc_s"])
+    print(f"\nlargest abs accuracy difference: {d:.4f} ({w['fam']}, {w['target']}); threshold {threshold}: "
+          f"agreement {'HOLDS' if d <= threshold else 'DOES NOT HOLD'}")
+
+
+def paper_size(a, dev, sync):
+    "Build the paper-size features, probe them with both methods, print the table and the verdict."
+    print(f"--paper-size: threshold on |fast acc - LinearSVC acc| fixed before running: {a.threshold}; "
+          f"fast on {dev} ({torch.get_num_threads()} CPU threads), LinearSVC single-threaded liblinear, "
+          f"LinearSVC budget {a.svc_budget:.0f} s per target set, seed {a.seed}, one timed run each", flush=True)
+    rows = []
+    for d in (250, 1000):
+        t = time.perf_counter()
+        f = paper_size_features(d=d, seed=a.seed)
+        print(f"  D={d}: features built in {time.perf_counter() - t:.1f} s", flush=True)
+        rows += paper_size_rows(f"D={d} images", *f["images"], a, dev, sync)
+        if d == 250: rows += paper_size_rows(f"D={d} sample-level", *f["sample"], a, dev, sync)
+    print_paper_size(rows, a.threshold)
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cache", help="feature cache (torch file); with --synthetic, where to write it")
     p.add_argument("--synthetic", action="store_true", help="build a Gaussian-mixture cache first")
+    p.add_argument("--paper-size", action="store_true", help="features of the paper's shapes (see the top)")
+    p.add_argument("--svc-budget", type=float, default=120., help="--paper-size: LinearSVC seconds per target set")
+    p.add_argument("--threshold", type=float, default=0.005, help="--paper-size: largest allowed accuracy diff")
+    p.add_argument("--seed", type=int, default=0, help="--paper-size: seed of the features and the class subset")
     p.add_argument("--device", default="cpu", help="device of the fast probe (cpu, cuda); LinearSVC runs on the CPU")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median)")
     p.add_argument("--svc-repeats", type=int, default=None, help="timed runs for LinearSVC (default: --repeats)")
@@ -114,7 +275,15 @@ def main(argv=None):
     p.add_argument("--C", default="1.0", help="C of the fast probe: a number or 'holdout' (LinearSVC keeps C=1)")
     p.add_argument("--solver", default="auto", choices=("auto", "newton", "cg"), help="solver of the fast probe")
     a = p.parse_args(argv)
-    if not a.cache and not a.synthetic: p.error("give --cache FILE or --synthetic")
+    if not a.cache and not a.synthetic and not a.paper_size: p.error("give --cache FILE, --synthetic or --paper-size")
+    if a.paper_size and (a.cache or a.synthetic):
+        p.error("--paper-size builds its own features: drop --cache/--synthetic")
+    if a.paper_size and a.C != "1.0": p.error("--paper-size compares at C=1 (LinearSVC's default): drop --C")
+    if a.svc_budget <= 0: p.error(f"--svc-budget must be positive, got {a.svc_budget}")
+    if a.paper_size:
+        if a.threads: torch.set_num_threads(a.threads)
+        dev = torch.device(a.device)
+        return paper_size(a, dev, (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None))
     if a.synthetic:
         path = a.cache or os.path.join(tempfile.mkdtemp(), "synthetic_features.pt")
         synthetic_cache(path)
