@@ -14,19 +14,20 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 from .config import Config, EVAL_BN, config_from_dict, config_hash, validate
-from .models import build_model
 from .datasets import load_dataset, dataset_info
 from .augment import SimCLRAugment, normalize, sample_level_set
-from .train import load_checkpoint, load_train_set, subset_indices, resolve_device
+from .train import load_train_set, subset_indices, resolve_device
 from .files import keyed_cache
 from .features import layer_features, recalibrate_bn, revssl_layers, model_from_checkpoint
 from .metrics import ncc_accuracy, cdnv, class_variance, class_mean_distance, mine_estimate
 from .probes import linear_probe
+from .spectra import spectral_rows
 
 # %% auto #0
-__all__ = ['FEATURE_FIELDS', 'ANALYSIS_FIELDS', 'COLUMNS', 'PAIRS', 'eval_sets', 'model_features', 'file_digest', 'cache_key',
-           'checkpoint_features', 'measure', 'plot_layers', 'mine_rows', 'weight_checkpoints', 'run_config',
-           'epoch_metrics', 'analyze', 'umap_rows', 'embed_umap', 'compare_eval_bn']
+__all__ = ['FEATURE_FIELDS', 'ANALYSIS_FIELDS', 'COLUMNS', 'METRICS_VERSION', 'PAIRS', 'BN_COLUMNS', 'eval_sets',
+           'model_features', 'file_digest', 'cache_key', 'checkpoint_features', 'measure', 'plot_layers', 'mine_rows',
+           'weight_checkpoints', 'run_config', 'metrics_key', 'epoch_metrics', 'analyze', 'umap_rows', 'embed_umap',
+           'eval_bn_rows', 'compare_eval_bn']
 
 # %% ../nbs/09_analysis.ipynb #3d66809e
 FEATURE_FIELDS = ("dataset", "data_root", "train_subset", "seed", "eval_train", "eval_test", "sample_n",
@@ -200,6 +201,12 @@ def run_config(run:Path,                 # a run directory
 # %% ../nbs/09_analysis.ipynb #68c13173
 def _save_csv(df:pd.DataFrame, path:Path): df.to_csv(path, index=False)
 
+METRICS_VERSION = 2   # raised when the measures of a table change (2: RankMe, participation ratio): tables recomputed
+
+def metrics_key(ckpt:Path, cfg:Config)->str:
+    "The key of a checkpoint's metric table: `cache_key` and the version of the measures."
+    return f"{cache_key(ckpt, cfg)}-m{METRICS_VERSION}"
+
 PAIRS = (("train", "test"), ("sample_train", "sample_test"))   # (fit, evaluate) sets: images, sample level
 
 def epoch_metrics(run:Path,    # the run directory (features/ and metrics/ are written there)
@@ -208,7 +215,7 @@ def epoch_metrics(run:Path,    # the run directory (features/ and metrics/ are w
                   sets,        # () -> the evaluation sets; called only when the metrics must be computed
                   device,      # where the forward passes run
                  )->pd.DataFrame:
-    "Tidy metrics of one checkpoint (every layer and hierarchy, MINE when asked), cached in metrics/<epoch>.csv."
+    "Tidy metrics of one checkpoint (every layer, hierarchy and spectrum; MINE when asked) in metrics/<epoch>.csv."
     def make():
         s, epoch = sets(), int(ckpt.stem.split("_")[1])
         feats = checkpoint_features(ckpt, cfg, s, Path(run)/"features", device)
@@ -218,8 +225,9 @@ def epoch_metrics(run:Path,    # the run directory (features/ and metrics/ are w
             mi = mine_rows(feats, s, dataset_info(cfg.dataset))
             frames.append(pd.DataFrame([dict(epoch=epoch, layer=max(feats["train"]), target="input", **r) for r in mi],
                                        columns=COLUMNS))
+        frames.append(pd.DataFrame(spectral_rows(feats["train"], epoch), columns=COLUMNS))
         return pd.concat(frames, ignore_index=True)
-    return keyed_cache(Path(run)/"metrics"/f"{ckpt.stem}.csv", cache_key(ckpt, cfg), make, _save_csv, pd.read_csv)
+    return keyed_cache(Path(run)/"metrics"/f"{ckpt.stem}.csv", metrics_key(ckpt, cfg), make, _save_csv, pd.read_csv)
 
 # %% ../nbs/09_analysis.ipynb #31f45006
 def analyze(run:Path,                 # a run directory written by `revssl.train.train`
@@ -235,7 +243,7 @@ def analyze(run:Path,                 # a run directory written by `revssl.train
     def make():
         frames = [epoch_metrics(run, ck, cfg, sets, device) for ck in tqdm(ckpts, desc="analyse", disable=not progress)]
         return pd.concat(frames, ignore_index=True)
-    key = "|".join(cache_key(ck, cfg) for ck in ckpts)
+    key = "|".join(metrics_key(ck, cfg) for ck in ckpts)
     return keyed_cache(run/"metrics.csv", key, make, _save_csv, pd.read_csv)
 
 # %% ../nbs/09_analysis.ipynb #4f442c2b
@@ -277,22 +285,35 @@ def embed_umap(run:Path,          # an analysed (or at least trained) run direct
     return keyed_cache(run/"umap.csv", key, make, _save_csv, pd.read_csv)
 
 # %% ../nbs/09_analysis.ipynb #1531f9a6
+BN_COLUMNS = ["eval_bn", "epoch", "layer", "hierarchy", "metric", "value"]
+
+def eval_bn_rows(run:Path, # a trained run directory
+                 metrics:tuple=("ncc_accuracy", "linear_accuracy"), # test measures compared
+                )->pd.DataFrame:
+    "Tidy test rows of the first and last analysed epochs under both `eval_bn` settings, cached in bn_compare.csv."
+    run, cfg = Path(run), run_config(run)
+    ckpts = weight_checkpoints(run)
+    if not ckpts: raise FileNotFoundError(f"{run} has no checkpoints/epoch_*.pt: train it first")
+    ends = list(dict.fromkeys([ckpts[0], ckpts[-1]]))
+    def make():
+        sets = {s: v for s, v in eval_sets(cfg).items() if s in ("train", "test")}
+        device, info, frames = resolve_device(cfg.device), dataset_info(cfg.dataset), []
+        for bn in EVAL_BN:
+            for ck in ends:
+                model, _, epoch = model_from_checkpoint(ck, device)
+                f = model_features(model, sets, info, device, bn)
+                frames.append(measure(f["train"], sets["train"][1], f["test"], sets["test"][1], cfg.probe,
+                                      epoch).assign(eval_bn=bn))
+        d = pd.concat(frames, ignore_index=True)
+        return d[(d.split == "test") & d.metric.isin(metrics)][BN_COLUMNS].reset_index(drop=True)
+    key = "|".join(cache_key(ck, cfg) for ck in ends) + "|" + ",".join(metrics)
+    return keyed_cache(run/"bn_compare.csv", key, make, _save_csv, pd.read_csv)
+
 def compare_eval_bn(run:Path, # a trained run directory
                     metrics:tuple=("ncc_accuracy", "linear_accuracy"), # test measures compared
                    )->pd.DataFrame:
     "Test measures per layer and hierarchy at the first and last analysed epochs, under both `eval_bn` settings."
-    run, cfg = Path(run), run_config(run)
-    ckpts = weight_checkpoints(run)
-    if not ckpts: raise FileNotFoundError(f"{run} has no checkpoints/epoch_*.pt: train it first")
-    sets = {s: v for s, v in eval_sets(cfg).items() if s in ("train", "test")}
-    device, info, frames = resolve_device(cfg.device), dataset_info(cfg.dataset), []
-    for bn in EVAL_BN:
-        for ck in dict.fromkeys([ckpts[0], ckpts[-1]]):
-            model, _, epoch = model_from_checkpoint(ck, device)
-            f = model_features(model, sets, info, device, bn)
-            m = measure(f["train"], sets["train"][1], f["test"], sets["test"][1], cfg.probe, epoch)
-            frames.append(m.assign(eval_bn=bn))
-    d = pd.concat(frames).query("split == 'test' and metric in @metrics")
+    d = eval_bn_rows(run, metrics)
     t = d.pivot_table(index=["metric", "hierarchy", "layer"], columns=["eval_bn", "epoch"], values="value")
     for bn in EVAL_BN: t[(bn, "÷ init")] = t[(bn, t[bn].columns[-1])] / t[(bn, t[bn].columns[0])]
     return t.sort_index(axis=1, level=0, sort_remaining=False)

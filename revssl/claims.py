@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_claims.ipynb #6158e32f
 from __future__ import annotations
-import io, math
+import math
 from pathlib import Path
 import numpy as np
 import pandas as pd

@@ -23,6 +23,10 @@ from .report import write_figures, write_report
 __all__ = ['STAGES', 'PROBE_ERRORS', 'USER_ERRORS', 'reproduce', 'parser', 'main', 'probe_data', 'probe']
 
 # %% ../nbs/16_cli.ipynb #e2601dab
+from .claims import SSL_METHODS
+from .analysis import eval_bn_rows
+from .randomness import randomness_metrics
+
 def _timed(timings:dict, name:str, f, *a, **kw):
     t = time.time(); r = f(*a, **kw); timings[name] = timings.get(name, 0.0) + time.time() - t
     return r
@@ -31,14 +35,18 @@ def reproduce(cfg,               # the validated config to run
               out:Path,          # run directory (created, or resumed when it holds this run)
               progress:bool=True, # show progress bars
              )->Path:
-    "Train (or resume) `cfg` into `out`, analyse every checkpoint, draw the figures, write report.md."
+    "Train (or resume) `cfg` into `out`, analyse it (§4-§6, §5 for SSL runs, the BN control), draw figures, report."
     validate(cfg)
     out, timings = Path(out), {}
     tfile = out/"timings.json"
     if tfile.exists(): timings = json.loads(tfile.read_text())
     new = {}
     _timed(new, "train", train, cfg, out, resume=True, progress=progress)
-    _timed(new, "analyse", analyze, out, {"probe": cfg.probe, "device": cfg.device}, progress=progress)
+    ov = {"probe": cfg.probe, "device": cfg.device}   # the analysis-only fields the stages take from cfg
+    _timed(new, "analyse", analyze, out, ov, progress=progress)
+    if cfg.method in SSL_METHODS:   # §5: random targets from the ResNet-18 / ViT generators (trained when missing)
+        _timed(new, "randomness", randomness_metrics, out, ov, progress=progress)
+    _timed(new, "bn_compare", eval_bn_rows, out)   # eval_bn running vs recalibrated, first and last epoch
     _timed(new, "umap", embed_umap, out, progress=progress)
     _timed(new, "figures", write_figures, out)
     timings = {k: (timings.get(k, 0.0) + v) for k, v in new.items()}

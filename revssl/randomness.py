@@ -19,19 +19,18 @@ from .files import keyed_cache
 from .train import TRAINING_FIELDS, build_run, train_epochs, load_checkpoint, predict
 from .distributed import setup_distributed, resolve_device
 from .features import model_from_checkpoint
-from .analysis import eval_sets, run_config, file_digest, cache_key
+from .analysis import eval_sets, run_config, file_digest, cache_key, checkpoint_features, weight_checkpoints
 from .claims import claim_row
-from .analysis import checkpoint_features, weight_checkpoints
 from .metrics import ncc_accuracy, cdnv, class_variance, class_mean_distance
 from .probes import linear_probe
 
 # %% auto #0
-__all__ = ['GENERATORS', 'CPU_GENERATOR', 'A3_OPTIM', 'GENERATOR_FIELDS', 'RANDOM_COLUMNS', 'MAX_SE', 'generator_config',
-           'generator_dir', 'train_generator', 'GeneratorError', 'check_generator', 'ensure_generators',
-           'tensor_digest', 'generator_predictions', 'randomness_levels', 'epoch_randomness', 'target_stats',
-           'chance_corrected', 'random_target_sets', 'targets_table', 'ncc_seen', 'target_rows', 'randomness_rows',
-           'randomness_metrics', 'random_table', 'semantic_random_ratios', 'fig_randomness', 'fig_generators',
-           'fig_randomness_compare', 'randomness_claims']
+__all__ = ['GENERATORS', 'CPU_GENERATOR', 'A3_OPTIM', 'GENERATOR_FIELDS', 'RANDOM_COLUMNS', 'MAX_SE', 'S5_CLAIMS',
+           'generator_config', 'generator_dir', 'train_generator', 'GeneratorError', 'check_generator',
+           'ensure_generators', 'tensor_digest', 'generator_predictions', 'randomness_levels', 'epoch_randomness',
+           'target_stats', 'chance_corrected', 'random_target_sets', 'targets_table', 'ncc_seen', 'target_rows',
+           'randomness_rows', 'randomness_metrics', 'random_table', 'semantic_random_ratios', 'fig_randomness',
+           'fig_generators', 'fig_randomness_compare', 'randomness_claims']
 
 # %% ../nbs/11_randomness.ipynb #4a06ad1d
 GENERATORS = ("resnet18", "vit")  # the two generator families of B.5
@@ -384,9 +383,39 @@ def _ends(d:pd.DataFrame)->tuple:
     d = _measurable(d)
     return d.c.iloc[0], d.se.iloc[0], d.c.iloc[-1], d.se.iloc[-1], d.randomness.iloc[-1]
 
-def _claim(id, figure, claim, criterion, paper, measured, ok)->dict:
-    "A claims.csv row (`revssl.claims.claim_row`) of §5 or B.5."
-    return claim_row(id, "B.5" if id.startswith("b5") else "§5", figure, claim, criterion, paper, measured, ok)
+S5_CLAIMS = {
+    "s5-semantic-over-random": dict(section="§5", figure="Fig. 4 left",
+        claim="The representation fits semantic (low-randomness) targets better than random ones.",
+        criterion="at the last SSL epoch, last layer: corrected accuracy at randomness 0 minus at the random end > 2 "
+                  "SE, and Spearman ρ(accuracy, randomness) < 0 over the measurable targets",
+        paper="accuracy falls steadily from randomness 0 to 1 (Fig. 4 left)"),
+    "s5-gap-grows": dict(section="§5", figure="Fig. 4 left",
+        claim="SSL training widens the gap between semantic and random targets.",
+        criterion="corrected-accuracy gap (r=0 minus the random end, last layer) at the last epoch exceeds the first "
+                  "epoch's by > 2 SE",
+        paper="semantic targets improve through training, highly random ones barely (Fig. 4 left)"),
+    "s5-layers-random": dict(section="§5", figure="Fig. 4 middle",
+        claim="At the end of training every layer fits semantic targets better than random ones, deeper layers more.",
+        criterion="last epoch: each layer's corrected accuracy at r=0 minus the random end > 2 SE, and the last "
+                  "layer's gain exceeds the stem's by > 2 SE",
+        paper="all layers improve as randomness decreases; deeper layers gain most (Fig. 4 middle)"),
+    "s5-distance-drives-cdnv": dict(section="§5", figure="Fig. 4 right",
+        claim="Relative to random targets, CDNV falls during training because class means move apart; the variance "
+              "ratio stays roughly constant.",
+        criterion="from the first to the last epoch (last layer, semantic/random ratios): log CDNV ratio falls, log "
+                  "distance ratio rises, and |Δ log variance ratio| < |Δ log distance ratio| / 2",
+        paper="the NCC and distance ratios grow, the variance ratio stays flat (Fig. 4 right)"),
+    "b5-resnet-over-vit": dict(section="B.5", figure="Fig. 12",
+        claim="ResNet-18 targets are fit better than ViT targets at every randomness level except 0.",
+        criterion="last layer, 5 randomness levels from 0.2 to the random end: mean over the grid of corrected "
+                  "accuracy (ResNet − ViT, interpolated at matched randomness) > 2 SE at the last epoch and > 0 at "
+                  "most epochs",
+        paper="the ResNet-18 curves lie above the ViT curves except at randomness 0 (Fig. 12)"),
+}
+
+def _claim(id:str, measured:str, ok)->dict:
+    "The claims.csv row of §5 / B.5 claim `id` (`S5_CLAIMS`) with this run's numbers and outcome."
+    return claim_row(id, **S5_CLAIMS[id], measured=measured, ok=ok)
 
 # %% ../nbs/11_randomness.ipynb #1b9a0823
 def _semantic_claims(c:pd.DataFrame)->list[dict]:
@@ -399,19 +428,11 @@ def _semantic_claims(c:pd.DataFrame)->list[dict]:
     gap = lambda t: t[0] - t[2]
     se_gap = math.sqrt(sum(t[1]**2 + t[3]**2 for t in (g_first, g_last)))
     e0, e1 = int(d.epoch.min()), int(d.epoch.max())
-    return [_claim("s5-semantic-over-random", "Fig. 4 left",
-                   "The representation fits semantic (low-randomness) targets better than random ones.",
-                   "at the last SSL epoch, last layer: corrected accuracy at randomness 0 minus at the random end > 2 "
-                   "SE, and Spearman ρ(accuracy, randomness) < 0 over the measurable targets",
-                   "accuracy falls steadily from randomness 0 to 1 (Fig. 4 left)",
+    return [_claim("s5-semantic-over-random",
                    f"epoch {e1}: {c0:.3f} (r=0) vs {c1:.3f} (r={r1:.2f}), 2 SE = {2 * math.hypot(s0, s1):.3f}, "
                    f"ρ = {rho:.2f}",
                    bool(c0 - c1 > 2 * math.hypot(s0, s1) and rho < 0)),
-            _claim("s5-gap-grows", "Fig. 4 left",
-                   "SSL training widens the gap between semantic and random targets.",
-                   "corrected-accuracy gap (r=0 minus the random end, last layer) at the last epoch exceeds the "
-                   "first epoch's by > 2 SE",
-                   "semantic targets improve through training, highly random ones barely (Fig. 4 left)",
+            _claim("s5-gap-grows",
                    f"gap {gap(g_first):.3f} at epoch {e0} -> {gap(g_last):.3f} at epoch {e1} (2 SE = {2 * se_gap:.3f}; "
                    f"random end r={r1:.2f})",
                    bool(gap(g_last) - gap(g_first) > 2 * se_gap))]
@@ -425,37 +446,21 @@ def _layer_claim(c:pd.DataFrame)->dict:
     se = {l: math.hypot(t[1], t[3]) for l, t in ends.items()}
     lo, hi = min(gain), max(gain)
     ok = all(gain[l] > 2 * se[l] for l in gain) and gain[hi] - gain[lo] > 2 * math.hypot(se[hi], se[lo])
-    return _claim("s5-layers-random", "Fig. 4 middle",
-                  "At the end of training every layer fits semantic targets better than random ones, deeper layers "
-                  "more.",
-                  "last epoch: each layer's corrected accuracy at r=0 minus the random end > 2 SE, and the last "
-                  "layer's gain exceeds the stem's by > 2 SE",
-                  "all layers improve as randomness decreases; deeper layers gain most (Fig. 4 middle)",
-                  "gain per layer: " + ", ".join(f"L{l}: {g:+.3f}" for l, g in gain.items()), ok)
+    return _claim("s5-layers-random", "gain per layer: " + ", ".join(f"L{l}: {g:+.3f}" for l, g in gain.items()), ok)
 
 def _distance_claim(m:pd.DataFrame, generator:str)->dict:
     "s5-distance-drives-cdnv: the CDNV ratio changes through the class-mean distance, not the variance."
     r = semantic_random_ratios(m, generator)
     ch = np.log(r.iloc[-1] / r.iloc[0])
     ok = bool(ch.cdnv < 0 and ch.class_mean_distance > 0 and abs(ch.class_variance) < abs(ch.class_mean_distance) / 2)
-    return _claim("s5-distance-drives-cdnv", "Fig. 4 right",
-                  "Relative to random targets, CDNV falls during training because class means move apart; the "
-                  "variance ratio stays roughly constant.",
-                  "from the first to the last epoch (last layer, semantic/random ratios): log CDNV ratio falls, log "
-                  "distance ratio rises, and |Δ log variance ratio| < |Δ log distance ratio| / 2",
-                  "the NCC and distance ratios grow, the variance ratio stays flat (Fig. 4 right)",
-                  f"Δ log ratio: CDNV {ch.cdnv:+.2f}, distance {ch.class_mean_distance:+.2f}, variance "
-                  f"{ch.class_variance:+.2f}, NCC {ch.ncc_accuracy:+.2f}", ok)
+    return _claim("s5-distance-drives-cdnv", f"Δ log ratio: CDNV {ch.cdnv:+.2f}, distance "
+                  f"{ch.class_mean_distance:+.2f}, variance {ch.class_variance:+.2f}, NCC {ch.ncc_accuracy:+.2f}", ok)
 
 # %% ../nbs/11_randomness.ipynb #2e256d8c
 def _resnet_vit_claim(m:pd.DataFrame)->dict:
     "b5-resnet-over-vit: ResNet targets are fit better than ViT targets at matched randomness in (0, 1]."
-    claim = ("ResNet-18 targets are fit better than ViT targets at every randomness level except 0.")
-    crit = ("last layer, 5 randomness levels from 0.2 to the random end: mean over the grid of corrected accuracy "
-            "(ResNet − ViT, interpolated at matched randomness) > 2 SE at the last epoch and > 0 at most epochs")
-    paper = "the ResNet-18 curves lie above the ViT curves except at randomness 0 (Fig. 12)"
     if not set(GENERATORS) <= set(m.generator.dropna()):
-        return _claim("b5-resnet-over-vit", "Fig. 12", claim, crit, paper, "needs ResNet-18 and ViT targets", None)
+        return _claim("b5-resnet-over-vit", "needs ResNet-18 and ViT targets", None)
     cs = {g: _corrected(m, g) for g in GENERATORS}
     diff, se = {}, 0.
     for e in sorted(cs["resnet18"].epoch.unique()):
@@ -466,8 +471,8 @@ def _resnet_vit_claim(m:pd.DataFrame)->dict:
         se = math.hypot(at["resnet18"].se.mean(), at["vit"].se.mean()) / math.sqrt(len(grid))
     last = max(diff)
     ok = diff[last] > 2 * se and sum(v > 0 for v in diff.values()) > len(diff) / 2
-    return _claim("b5-resnet-over-vit", "Fig. 12", claim, crit, paper,
-                  "ResNet − ViT per epoch: " + ", ".join(f"{e}: {v:+.3f}" for e, v in diff.items())
+    return _claim("b5-resnet-over-vit", "ResNet − ViT per epoch: " + ", ".join(f"{e}: {v:+.3f}" for e, v in
+                                                                        diff.items())
                   + f" (2 SE at the last epoch = {2 * se:.3f})", ok)
 
 def randomness_claims(m:pd.DataFrame, # the §5 rows of a run (metrics.csv)

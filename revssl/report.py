@@ -11,13 +11,16 @@ import matplotlib.pyplot as plt
 from .config import Config, model_name
 from .files import atomic_write
 from .analysis import run_config
-from .claims import claim_row, eval_sizes, write_claims, read_claims
+from .claims import eval_sizes, write_claims, read_claims, not_measured_rows, ssl_only
+from .spectra import SPECTRAL_METRICS, fig_spectra
+from .randomness import GENERATORS, S5_CLAIMS, generator_config, fig_randomness, fig_generators, randomness_claims
 from .clustering import fig_umap, fig_clustering, fig_losses, clustering_claims, curve, hierarchies
 from .hierarchies import fig_layers, hierarchy_claims
 
 # %% auto #0
-__all__ = ['S5_PENDING', 'write_if_changed', 'save_figure', 'run_tables', 'write_figures', 'headline_table', 'run_claims',
-           'claims_table', 'claims_summary', 'write_report']
+__all__ = ['write_if_changed', 'save_figure', 'run_tables', 'optional_table', 'write_figures', 'headline_table', 's5_claims',
+           'run_claims', 'claims_table', 'claims_summary', 'generators_text', 's5_section', 'bn_table', 'bn_sentence',
+           'bn_section', 'write_report']
 
 # %% ../nbs/15_report.ipynb #711a6428
 def write_if_changed(path:Path,  # the file to (re)write
@@ -53,6 +56,13 @@ def run_tables(run:Path, # a run directory
         raise FileNotFoundError(f"{run} has no metrics.csv: run `revssl analyze {run}` first")
     return cfg, pd.read_csv(run/"metrics.csv"), pd.read_csv(run/"train_log.csv")
 
+def optional_table(run:Path, # a run directory
+                   name:str, # a table a stage may have written, e.g. "randomness.csv"
+                  )->pd.DataFrame|None:
+    "The run's table `name`, or None when that stage has not written it."
+    p = Path(run)/name
+    return pd.read_csv(p) if p.exists() else None
+
 # %% ../nbs/15_report.ipynb #15f0cdf4
 def write_figures(run:Path, # an analysed run directory
                  )->list[Path]:
@@ -64,6 +74,9 @@ def write_figures(run:Path, # an analysed run directory
     if "invariance" in log.columns:
         figs["fig3_losses"] = fig_losses(m, log, lam=cfg.lam if cfg.method == "vicreg" else 1.0)
     if (run/"umap.csv").exists(): figs["fig1_umap"] = fig_umap(pd.read_csv(run/"umap.csv"))
+    if set(SPECTRAL_METRICS) & set(m.metric): figs["fig_spectra"] = fig_spectra(m)
+    if (r := optional_table(run, "randomness.csv")) is not None:
+        figs["fig4_randomness"], figs["fig12_generators"] = fig_randomness(r), fig_generators(r)
     return [save_figure(f, run/"figures", n) for n, f in sorted(figs.items())]
 
 # %% ../nbs/15_report.ipynb #4df7c375
@@ -81,20 +94,24 @@ def headline_table(m:pd.DataFrame, # metrics.csv of a run
     return "\n".join(lines)
 
 # %% ../nbs/15_report.ipynb #791d3ca6
-S5_PENDING = claim_row("s5-semantic-over-random", "§5", "Fig. 4 left",
-                       "SSL representations fit semantic targets better than random ones, more so as training goes on.",
-                       "decided on the random-target tables of §5 (revssl.randomness)",
-                       "Fig. 4 (RES-5-250, VICReg): linear accuracy falls as target randomness grows, at every epoch",
-                       "needs the random-target runs of §5 (ResNet-18/ViT predictions at several epochs)", None)
+def s5_claims(cfg:Config,             # the run's config
+              r:pd.DataFrame|None,    # its randomness.csv, or None when §5 was not measured
+             )->list[dict]:
+    "claims.csv rows of §5 and B.5: decided on `r`, or `not measured` with the reason."
+    if (skip := ssl_only(S5_CLAIMS, cfg.method)) is not None: return skip
+    if r is None: return not_measured_rows(S5_CLAIMS, "no randomness.csv: `revssl reproduce` measures §5 "
+                                                      "(random targets) for SSL runs")
+    return randomness_claims(r)
 
 def run_claims(cfg:Config,        # the run's config
                m:pd.DataFrame,    # its metrics.csv
                log:pd.DataFrame,  # its train_log.csv
+               r:pd.DataFrame|None=None, # its randomness.csv (§5), when measured
               )->list[dict]:
-    "claims.csv rows of one run: the §4 and §6 claims decided on its tables, §5 listed as not measured."
+    "claims.csv rows of one run: the §4, §6 and §5 claims decided on its tables (or listed as not measured)."
     n_eval, lam = eval_sizes(cfg), cfg.lam if cfg.method == "vicreg" else 1.
     return (clustering_claims(m, log, n_eval, cfg.method, lam) + hierarchy_claims(m, n_eval, cfg.method)
-            + [S5_PENDING])
+            + s5_claims(cfg, r))
 
 # %% ../nbs/15_report.ipynb #4032a384
 def _cell(s:str)->str: return str(s).replace("|", "\\|").replace("\n", " ")
@@ -115,6 +132,60 @@ def claims_summary(d:pd.DataFrame, # a claims table
     n_ok, n_nm = (d.verdict == "reproduced").sum(), (d.verdict == "not measured").sum()
     return f"{n_ok} of {len(d) - n_nm} measured claims reproduced ({n_nm} not measured)"
 
+# %% ../nbs/15_report.ipynb #bf3d8955
+def generators_text(cfg:Config, # the SSL run's config
+                   )->str:
+    "The §5 generators of `cfg`: architecture, epochs and training images (`generator_config`)."
+    gs = [generator_config(cfg, g) for g in GENERATORS]
+    n = lambda g: f"up to {g.train_subset} of the run's" if g.train_subset else "all the"
+    return ", ".join(f"`{g.arch}` ({g.epochs} epochs on {n(g)} training images)" for g in gs)
+
+def s5_section(cfg:Config,          # the run's config
+               r:pd.DataFrame|None, # its randomness.csv (None: §5 not measured, no section)
+              )->list[str]:
+    "Report lines on the §5 measurement: generators, target sets, randomness range."
+    if r is None: return []
+    sets = r.drop_duplicates("target").groupby("generator").size()
+    return ["## Random targets (§5)", "",
+            f"Targets predicted by the generators {generators_text(cfg)}: "
+            + ", ".join(f"{n} target sets of {g}" for g, n in sets.items())
+            + f", randomness {r.randomness.min():.2f} to {r.randomness.max():.2f}; every analysed epoch and layer is "
+            "probed on each (`randomness.csv`, Fig. 4 and Fig. 12; the claims are in the table above).", ""]
+
+def bn_table(d:pd.DataFrame, # bn_compare.csv (`revssl.analysis.eval_bn_rows`)
+            )->str:
+    "Markdown table: last layer's test measures at the first and last epoch, running vs recalibrated BN statistics."
+    d = d[d.layer == d.layer.max()]
+    e0, e1 = int(d.epoch.min()), int(d.epoch.max())
+    v = d.set_index(["metric", "hierarchy", "eval_bn", "epoch"]).value
+    cols = [(bn, e) for e in (e0, e1) for bn in ("running", "recalibrated")]
+    lines = ["| test measure, last layer | " + " | ".join(f"{bn}, epoch {e}" for bn, e in cols) + " |",
+             "|---" * (len(cols) + 1) + "|"]
+    for mt, h in dict.fromkeys(zip(d.metric, d.hierarchy)):
+        lines.append(f"| {mt.replace('_', ' ')}, {h} | " + " | ".join(f"{v[mt, h, bn, e]:.3f}" for bn, e in cols)
+                     + " |")
+    return "\n".join(lines)
+
+# %% ../nbs/15_report.ipynb #f42577b1
+def bn_sentence(d:pd.DataFrame, # bn_compare.csv
+               )->str:
+    "What recalibrating the BN statistics changes: the last layer's class (or first) linear accuracy, start and end."
+    d = d[d.layer == d.layer.max()]
+    mt = "linear_accuracy" if "linear_accuracy" in set(d.metric) else d.metric.iloc[0]
+    h = "class" if "class" in set(d.hierarchy) else d.hierarchy.iloc[0]
+    v = d[(d.metric == mt) & (d.hierarchy == h)].set_index(["eval_bn", "epoch"]).value
+    e0, e1 = int(d.epoch.min()), int(d.epoch.max())
+    ch = {e: v["recalibrated", e] - v["running", e] for e in (e0, e1)}
+    return (f"Every other number of this report uses the checkpoints' running BatchNorm statistics (`eval_bn` "
+            f"`running`, the default). Recalibrated on the train images, the last layer's {h} "
+            f"{mt.replace('_', ' ')} changes by {ch[e0]:+.3f} at epoch {e0} and by {ch[e1]:+.3f} at epoch {e1}.")
+
+def bn_section(d:pd.DataFrame|None, # bn_compare.csv, or None (no section)
+              )->list[str]:
+    "Report lines comparing the two BatchNorm settings (`eval_bn`)."
+    if d is None: return []
+    return ["## BatchNorm statistics at evaluation", "", bn_sentence(d), "", bn_table(d), ""]
+
 # %% ../nbs/15_report.ipynb #827e7b54
 def write_report(run:Path,               # an analysed run directory with its figures drawn
                  timings:dict|None=None, # wall time per stage, in seconds, to state in the report
@@ -124,7 +195,8 @@ def write_report(run:Path,               # an analysed run directory with its fi
     cfg, m, log = run_tables(run)
     figures = sorted((run/"figures").glob("*.png"))
     if not figures: raise FileNotFoundError(f"{run} has no figures: run `revssl figures {run}` first")
-    write_claims(run_claims(cfg, m, log), run/"claims.csv")
+    r = optional_table(run, "randomness.csv")
+    write_claims(run_claims(cfg, m, log, r), run/"claims.csv")
     claims = read_claims(run/"claims.csv")
     t = timings or {}
     images = "all" if not cfg.train_subset else cfg.train_subset
@@ -137,7 +209,7 @@ def write_report(run:Path,               # an analysed run directory with its fi
              f"## The paper's claims ({claims_summary(claims)})", "",
              "Each claim is decided by its criterion on this run's tables (`claims.csv`); layers are counted as the "
              "paper does: residual blocks 1..L, the stem is layer 0.", "", claims_table(claims), "",
-             "## Figures", ""]
+             *s5_section(cfg, r), *bn_section(optional_table(run, "bn_compare.csv")), "## Figures", ""]
     parts += [f"![{p.stem}](figures/{p.name})" for p in figures]
     write_if_changed(run/"report.md", ("\n".join(parts) + "\n").encode())
     return run/"report.md"

@@ -5,11 +5,14 @@
 # %% ../nbs/06_spectra.ipynb #504ec301
 from __future__ import annotations
 import numpy as np
+import pandas as pd
+import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['as_features', 'embedding_spectrum', 'rankme', 'participation_ratio']
+__all__ = ['SPECTRAL_METRICS', 'TITLES', 'as_features', 'embedding_spectrum', 'rankme', 'participation_ratio', 'spectral_rows',
+           'fig_spectra']
 
 # %% ../nbs/06_spectra.ipynb #2ea8c5b5
 def as_features(z, # features [N, D]: torch tensor or numpy array
@@ -55,3 +58,31 @@ def participation_ratio(z, # features [N, D]: tensor or array
     lam = embedding_spectrum(z)
     sq = (lam**2).sum()
     return 0. if sq == 0 else float(lam.sum()**2 / sq)
+
+# %% ../nbs/06_spectra.ipynb #764eb656
+SPECTRAL_METRICS = ("rankme", "participation_ratio")   # the metric names of the rows below
+TITLES = dict(rankme="RankMe", participation_ratio="participation ratio")
+
+def spectral_rows(feats:dict, # {layer: features [N, D]} of one checkpoint
+                  epoch:int,  # its epoch (the rows' epoch column)
+                  split:str="train", # which evaluation images the features are of
+                 )->list[dict]:
+    "metrics.csv rows: RankMe and the participation ratio of every layer's features (hierarchy `features`)."
+    return [dict(epoch=epoch, layer=l, hierarchy="features", target="features", metric=k, split=split, value=f(z))
+            for l, z in feats.items() for k, f in zip(SPECTRAL_METRICS, (rankme, participation_ratio))]
+
+def fig_spectra(m:pd.DataFrame, # metrics.csv of a run (only its `SPECTRAL_METRICS` rows are read)
+               )->plt.Figure:
+    "RankMe and participation ratio against epoch, one line per layer."
+    d = m[m.metric.isin(SPECTRAL_METRICS)]
+    if d.empty: raise ValueError(f"no {' / '.join(SPECTRAL_METRICS)} rows in the table: analyse the run again")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, k in zip(axes, SPECTRAL_METRICS):
+        s = d[d.metric == k]
+        layers = sorted(s.layer.unique())
+        for c, l in zip(plt.cm.viridis(np.linspace(0, 0.9, len(layers))), layers):
+            g = s[s.layer == l].sort_values("epoch")
+            ax.plot(g.epoch, g.value, "o-", ms=3, color=c, label=f"layer {l}")
+        ax.set_xlabel("epoch"); ax.set_title(f"{TITLES[k]} of the train features", fontsize=9)
+    axes[0].legend(fontsize=7); fig.tight_layout()
+    return fig

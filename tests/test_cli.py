@@ -2,7 +2,7 @@
 exact resume.
 
 The command's error messages for bad input are tested in process in nbs/16_cli.ipynb."""
-import signal, subprocess, sys, time
+import json, signal, subprocess, sys, time
 from pathlib import Path
 
 import pandas as pd
@@ -33,7 +33,8 @@ def test_smoke_reproduction_writes_every_artifact(smoke):
     assert list(m.columns) == ["epoch", "layer", "hierarchy", "target", "metric", "split", "value"]
     assert set(m.hierarchy) >= {"sample", "class", "superclass"}
     assert sorted(m.epoch.unique()) == [0, 1, 2, 4]
-    for f in ["fig1_umap", "fig2_clustering", "fig3_losses", "fig5_layers", "fig6_clustering_raw"]:
+    for f in ["fig1_umap", "fig2_clustering", "fig3_losses", "fig5_layers", "fig6_clustering_raw", "fig_spectra",
+              "fig4_randomness", "fig12_generators"]:
         assert (out / "figures" / f"{f}.png").stat().st_size > 1000
         assert (out / "figures" / f"{f}.pdf").exists()
     rep = (out / "report.md").read_text()
@@ -45,6 +46,17 @@ def test_smoke_reproduction_writes_every_artifact(smoke):
     assert all(f"| {i} |" in rep for i in claims.id)   # report.md renders every row of claims.csv
     log = pd.read_csv(out / "train_log.csv")
     assert list(log.epoch) == [1, 2, 3, 4]
+    # §5 (random targets), the spectra and the BatchNorm control are part of every SSL reproduction
+    assert set(m[m.hierarchy == "features"].metric) == {"rankme", "participation_ratio"}
+    r = pd.read_csv(out / "randomness.csv")
+    assert set(r.generator) == {"resnet18", "vit"} and sorted(r.epoch.unique()) == [0, 1, 2, 4]
+    bn = pd.read_csv(out / "bn_compare.csv")
+    assert set(bn.eval_bn) == {"running", "recalibrated"} and sorted(bn.epoch.unique()) == [0, 4]
+    s5 = ["s5-semantic-over-random", "s5-gap-grows", "s5-layers-random", "s5-distance-drives-cdnv",
+          "b5-resnet-over-vit"]
+    assert set(s5) <= set(claims.id) and (claims[claims.id.isin(s5)].verdict != "not measured").all()
+    assert "## Random targets (§5)" in rep and "## BatchNorm statistics at evaluation" in rep
+    assert {"randomness", "bn_compare"} <= set(json.loads((out / "timings.json").read_text()))
 
 
 def files(run):
@@ -76,7 +88,7 @@ def test_stages_run_alone(tmp_path):
     out = tmp_path / "run"
     args = ["--preset", "smoke", "--quiet", "--device", "cpu", "--set", "epochs=2", "--set", "analysis_epochs=0,2"]
     epochs = ("0000", "0002")
-    figs = ("fig1_umap", "fig2_clustering", "fig3_losses", "fig5_layers", "fig6_clustering_raw")
+    figs = ("fig1_umap", "fig2_clustering", "fig3_losses", "fig5_layers", "fig6_clustering_raw", "fig_spectra")
     # (stage, its arguments, its rerun's arguments if others, the files it makes, (the next stage's arguments, the error
     # that stage gives when run before this one))
     stages = [
