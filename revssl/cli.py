@@ -96,7 +96,12 @@ def parser()->argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="revssl",
                                 description="Reproduce 'Reverse Engineering Self-Supervised Learning' (NeurIPS 2023).")
     sub = p.add_subparsers(dest="cmd", required=True)
-    _run_args(sub.add_parser("reproduce", help="train, analyse, draw figures and write report.md"))
+    r = sub.add_parser("reproduce", help="train, analyse, draw figures and write report.md (of a run or a study)")
+    _run_args(r)
+    r.add_argument("--study", default=None, help="smoke | demo | paper: a group of runs and their comparisons")
+    r.add_argument("--members", default=None, help="comma-separated members of the study (default: all)")
+    r.add_argument("--launcher", choices=["local", "slurm"], default="local", help="how a study's members run")
+    r.add_argument("--jobs", type=int, default=1, help="members of a study at once (local launcher)")
     t = sub.add_parser("train", help="train only (checkpoints and train_log.csv)")
     _run_args(t)
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
@@ -126,7 +131,14 @@ def _probe(a)->int:
 USER_ERRORS = (ConfigError, DatasetNotFound, CheckpointError, NonFiniteLoss, FileExistsError, FileNotFoundError,
                PermissionError, ValueError)
 
+def _study(a)->int:
+    from revssl.studies import run_study   # studies (notebook 14) comes earlier and calls `reproduce` per member
+    r = run_study(a.study, a.out, a.launcher, a.jobs, a.members.split(",") if a.members else None, not a.quiet)
+    print(f"revssl: study {a.study}: " + (f"{len(r)} job(s) submitted" if isinstance(r, list) else f"done: {r}"))
+    return 0
+
 def _train_or_reproduce(a)->int:
+    if a.cmd == "reproduce" and a.study: return _study(a)
     cfg = _config(a)
     if a.cmd == "reproduce" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("under torchrun use `revssl train` (multi-GPU training), "

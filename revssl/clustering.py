@@ -11,9 +11,11 @@ import seaborn as sns
 from .claims import (claim_row, ssl_only, binomial_se, ratio_se, exceeds, rises, rise_text, eval_n)
 
 # %% auto #0
-__all__ = ['HIER_ORDER', 'COLORS', 'S4_CLAIMS', 'curve', 'normalized', 'hierarchies', 'fig_umap', 'fig_clustering', 'fig_losses',
-           'sample_clusters_claim', 'class_clusters_claim', 'half_gain_epoch', 'early_late_claim', 'linear_gain_claim',
-           'ncc_linear_claim', 'regularization_claim', 'compression_claim', 'clustering_claims']
+__all__ = ['HIER_ORDER', 'COLORS', 'S4_CLAIMS', 'S4_STUDY_CLAIMS', 'B3_CLAIMS', 'curve', 'normalized', 'hierarchies', 'fig_umap',
+           'fig_clustering', 'fig_losses', 'sample_clusters_claim', 'class_clusters_claim', 'half_gain_epoch',
+           'early_late_claim', 'linear_gain_claim', 'ncc_linear_claim', 'regularization_claim', 'compression_claim',
+           'clustering_claims', 'of_run', 'end_ncc', 'fig_supervised_ncc', 'supervised_ncc_claim',
+           'augmentation_ncc_claim', 'fig_mu', 'mu_claims']
 
 # %% ../nbs/10_clustering.ipynb #42a2c80d
 HIER_ORDER = ["sample", "class", "superclass"]
@@ -276,3 +278,143 @@ def clustering_claims(m:pd.DataFrame,      # metrics.csv of a run
     return [sample_clusters_claim(m, n_eval), class_clusters_claim(m, n_eval), early_late_claim(m, n_eval),
             linear_gain_claim(m, n_eval), ncc_linear_claim(m, n_eval), regularization_claim(log, lam),
             compression_claim(m)]
+
+# %% ../nbs/10_clustering.ipynb #w3b100001
+import numpy as np
+
+def of_run(m:pd.DataFrame, # tidy rows of several runs, with a `run` column
+           run:str,        # the run wanted
+          )->pd.DataFrame:
+    "The rows of one run of a study table; a clear error naming the runs present when it is absent."
+    if "run" not in m.columns: raise ValueError("a study table needs a 'run' column naming each row's run")
+    d = m[m.run == run]
+    if d.empty: raise ValueError(f"no rows of run {run!r}; the table holds runs {sorted(m.run.unique())}")
+    return d
+
+def end_ncc(m:pd.DataFrame,       # metrics.csv of one run
+            hierarchy:str="class", # the labels the class means are taken over
+           )->dict:
+    "NCC train and test accuracy of `hierarchy` at the last analysed epoch, last layer: {'train': a, 'test': b}."
+    return {s: float(curve(m, "ncc_accuracy", s, hierarchy).iloc[-1]) for s in ("train", "test")}
+
+# %% ../nbs/10_clustering.ipynb #w3b100004
+def fig_supervised_ncc(m:pd.DataFrame, # metrics of several runs, with a `run` column
+                       runs:dict,      # {label on the axis: run name}, e.g. supervised with / without augmentation, SSL
+                      )->plt.Figure:
+    "Fig. 3 right: class NCC train and test accuracy at the end of training (last layer), a pair of bars per run."
+    vals = {label: end_ncc(of_run(m, r)) for label, r in runs.items()}
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    x = np.arange(len(vals))
+    for k, (s, c) in enumerate((("train", "tab:blue"), ("test", "tab:orange"))):
+        ax.bar(x + (k - .5) * .38, [v[s] for v in vals.values()], .38, label=f"NCC {s}", color=c)
+    ax.set_xticks(x, list(vals), fontsize=8); ax.set_ylim(0, 1.05); ax.set_ylabel("class NCC accuracy")
+    ax.legend(fontsize=8)
+    fig.suptitle("Fig. 3 (right) — class NCC accuracy at the end of training, last layer", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/10_clustering.ipynb #w3b100007
+S4_STUDY_CLAIMS = {
+    "s4-supervised-ncc": dict(section="§4", figure="Fig. 3 right",
+        claim="Supervised training clusters its training classes almost perfectly, far above SSL; on test images SSL "
+              "clusters the classes at least as well.",
+        criterion="class NCC accuracy, last layer, last epoch: the supervised run without augmentation has NCC train "
+                  ">= 0.9, above the SSL run's by > 2 binomial SE (n = eval_train); the SSL run's NCC test is not "
+                  "below the supervised run's by more than 2 SE (n = eval_test)",
+        paper="supervised NCC train 1.0, far above SSL's; SSL's NCC test slightly above the supervised run's "
+              "(RES-10-250, CIFAR-100)"),
+    "s4-augmentation-ncc": dict(section="§4", figure="Fig. 3 right",
+        claim="With AutoAugment the supervised network's NCC train accuracy drops slightly and its NCC test accuracy "
+              "rises clearly.",
+        criterion="class NCC accuracy, last layer, last epoch: with AutoAugment NCC train is below the run without "
+                  "augmentation, and NCC test above it by > 2 binomial SE (n = eval_test)",
+        paper="augmentation slightly lowers NCC train and significantly raises NCC test (Fig. 3 right)"),
+}
+
+def _study_row(specs:dict, id:str, measured:str, ok)->dict: return claim_row(id, **specs[id], measured=measured, ok=ok)
+
+def _se(a:float, n:int)->float: return binomial_se(min(max(a, 0.), 1.), n)
+
+# %% ../nbs/10_clustering.ipynb #w3b100008
+def supervised_ncc_claim(m:pd.DataFrame, # metrics of several runs, with a `run` column
+                         ssl:str,        # the SSL run
+                         supervised:str, # the supervised run without augmentation
+                         n_eval:dict,    # evaluation-set sizes (`revssl.claims.eval_sizes`)
+                        )->dict:
+    "`s4-supervised-ncc`: supervised NCC train near 1 and above SSL's; SSL's NCC test not below beyond noise."
+    s, p = end_ncc(of_run(m, ssl)), end_ncc(of_run(m, supervised))
+    n_tr, n_te = n_eval["train"], n_eval["test"]
+    above = exceeds(p["train"], s["train"], _se(p["train"], n_tr), _se(s["train"], n_tr))
+    short = math.hypot(_se(p["test"], n_te), _se(s["test"], n_te))
+    said = (f"NCC train: supervised {p['train']:.3f} vs SSL {s['train']:.3f}; NCC test: SSL {s['test']:.3f} vs "
+            f"supervised {p['test']:.3f} (2 SE {2 * short:.3f}); n = {n_tr} / {n_te}")
+    return _study_row(S4_STUDY_CLAIMS, "s4-supervised-ncc", said,
+                      p["train"] >= .9 and above and s["test"] >= p["test"] - 2 * short)
+
+def augmentation_ncc_claim(m:pd.DataFrame, # metrics of several runs, with a `run` column
+                           augmented:str,  # the supervised run with AutoAugment
+                           plain:str,      # the supervised run without augmentation
+                           n_eval:dict,    # evaluation-set sizes
+                          )->dict:
+    "`s4-augmentation-ncc`: AutoAugment lowers NCC train and raises NCC test beyond noise."
+    a, p, n = end_ncc(of_run(m, augmented)), end_ncc(of_run(m, plain)), n_eval["test"]
+    said = (f"AutoAugment vs none: NCC train {a['train']:.3f} vs {p['train']:.3f}; NCC test {a['test']:.3f} vs "
+            f"{p['test']:.3f} (2 SE {2 * math.hypot(_se(a['test'], n), _se(p['test'], n)):.3f}, n = {n})")
+    return _study_row(S4_STUDY_CLAIMS, "s4-augmentation-ncc", said,
+                      a["train"] < p["train"] and exceeds(a["test"], p["test"], _se(a["test"], n), _se(p["test"], n)))
+
+# %% ../nbs/10_clustering.ipynb #w3b10000c
+def fig_mu(m:pd.DataFrame,   # metrics of several runs, with a `run` column
+           log:pd.DataFrame, # their train_log.csv rows, with a `run` column
+           runs:dict,        # {μ: run name}, in the order drawn
+           lam:float=25.,    # VICReg's invariance weight λ (the same in every run)
+          )->plt.Figure:
+    "Fig. 10: per μ, the invariance (× λ) and regularisation terms divided by μ, and the class linear test accuracy."
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.4 * len(runs), 3.4), squeeze=False)
+    for ax, (mu, r) in zip(axes[0], runs.items()):
+        lg, lin = of_run(log, r), curve(of_run(m, r), "linear_accuracy", "test", "class")
+        ax.plot(lg.epoch, lam * lg.invariance / mu, label="invariance × λ / μ", color="tab:blue")
+        ax.plot(lg.epoch, lg.regularization / mu, label="regularisation / μ", color="tab:orange")
+        ax2 = ax.twinx()
+        ax2.plot(lin.index, lin.values, "o-", ms=3, color="tab:green", label="linear test acc. (class)")
+        ax.set_title(f"μ = {mu:g}", fontsize=9); ax.set_xlabel("epoch")
+    h1, l1 = axes[0, 0].get_legend_handles_labels(); h2, l2 = ax2.get_legend_handles_labels()
+    axes[0, 0].legend(h1 + h2, l1 + l2, fontsize=7)
+    fig.suptitle("Fig. 10 — loss terms (÷ μ) and linear accuracy for three variance weights", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/10_clustering.ipynb #w3b10000e
+B3_CLAIMS = {
+    "b3-mu5-worse": dict(section="B.3", figure="Fig. 10",
+        claim="With μ = 5 VICReg learns clearly worse semantic features than with the default μ = 25.",
+        criterion="class linear test accuracy, last layer, last epoch: μ = 25 above μ = 5 by > 2 binomial SE of the "
+                  "difference (n = eval_test)",
+        paper="μ = 5 performs significantly worse than μ = 25 (Fig. 10, RES-5-250, CIFAR-100)"),
+    "b3-mu100-comparable": dict(section="B.3", figure="Fig. 10",
+        claim="With μ = 100 the linear accuracy is comparable to μ = 25, although its invariance term stays higher.",
+        criterion="class linear test accuracy, last layer, last epoch: |μ = 100 − μ = 25| < 2 binomial SE of the "
+                  "difference or < 0.02, and μ = 100's invariance term in the last logged epoch exceeds μ = 25's",
+        paper="μ = 100 comparable to the default despite a considerably higher invariance loss (Fig. 10)"),
+}
+
+def _end_lin(m:pd.DataFrame, run:str)->float:
+    return float(curve(of_run(m, run), "linear_accuracy", "test", "class").iloc[-1])
+
+def mu_claims(m:pd.DataFrame,   # metrics of several runs, with a `run` column
+              log:pd.DataFrame, # their train_log.csv rows, with a `run` column
+              runs:dict,        # {5: run, 25: run, 100: run}
+              n_eval:dict,      # evaluation-set sizes
+             )->list[dict]:
+    "`b3-mu5-worse` and `b3-mu100-comparable` from the three μ runs' tables."
+    a = {mu: _end_lin(m, r) for mu, r in runs.items()}
+    n = n_eval["test"]
+    se = {mu: _se(v, n) for mu, v in a.items()}
+    inv = {mu: float(of_run(log, r).sort_values("epoch").invariance.iloc[-1]) for mu, r in runs.items()}
+    d100, s100 = a[100] - a[25], math.hypot(se[100], se[25])
+    said = (f"class linear test accuracy μ = 5 / 25 / 100: {a[5]:.3f} / {a[25]:.3f} / {a[100]:.3f} (n = {n}); "
+            f"final invariance {inv[5]:.4g} / {inv[25]:.4g} / {inv[100]:.4g}")
+    return [_study_row(B3_CLAIMS, "b3-mu5-worse", f"{said}; 2 SE of 25 − 5: {2 * math.hypot(se[25], se[5]):.3f}",
+                       exceeds(a[25], a[5], se[25], se[5])),
+            _study_row(B3_CLAIMS, "b3-mu100-comparable", f"{said}; 100 − 25 = {d100:+.3f} (2 SE {2 * s100:.3f})",
+                       (abs(d100) < 2 * s100 or abs(d100) < .02) and inv[100] > inv[25])]

@@ -12,8 +12,10 @@ import seaborn as sns
 from .claims import claim_row, ssl_only, binomial_se, ratio_se, rises, spearman, eval_n
 
 # %% auto #0
-__all__ = ['S6_CLAIMS', 'layer_table', 'fig_layers', 'layers_improve_claim', 'depth_trend', 'deeper_is_better',
-           'deeper_better_claim', 'superclass_gains_claim', 'hierarchy_claims']
+__all__ = ['S6_CLAIMS', 'B_LAYER_CLAIMS', 'layer_table', 'fig_layers', 'layers_improve_claim', 'depth_trend', 'deeper_is_better',
+           'deeper_better_claim', 'superclass_gains_claim', 'hierarchy_claims', 'fig_width', 'fig_depth', 'width_claim',
+           'depth_late_claim', 'rise_gap', 'shallow_early_claim', 'fig_dataset', 'other_datasets_claim', 'fig_methods',
+           'methods_claims']
 
 # %% ../nbs/12_hierarchies.ipynb #47202b05
 def layer_table(m:pd.DataFrame,          # metrics.csv of a run
@@ -170,3 +172,222 @@ def hierarchy_claims(m:pd.DataFrame,      # metrics.csv of a run
     return [layers_improve_claim(m, n_eval, "class"), layers_improve_claim(m, n_eval, "superclass"),
             deeper_better_claim(m, n_eval, "class"), deeper_better_claim(m, n_eval, "superclass"),
             superclass_gains_claim(m, n_eval)]
+
+# %% ../nbs/12_hierarchies.ipynb #w3b120001
+from .clustering import of_run, curve, normalized, HIER_ORDER
+
+def _semantic(m:pd.DataFrame)->list[str]:
+    "The semantic hierarchies present in `m` (class, superclass)."
+    return [h for h in ("class", "superclass") if h in set(m.hierarchy)]
+
+def _epoch_shades(epochs, name:str="viridis")->dict:
+    "{epoch: colour}, dark (early) to light (late), as the paper draws epochs."
+    return dict(zip(epochs, sns.color_palette(name, len(epochs))))
+
+# %% ../nbs/12_hierarchies.ipynb #w3b120003
+def fig_width(m:pd.DataFrame, # metrics of several runs, with a `run` column
+              runs:list,      # the runs, narrow to wide
+             )->plt.Figure:
+    "Fig. 7 top: linear test accuracy per layer, one colour per run, darker lines for earlier epochs."
+    hs = _semantic(of_run(m, runs[0]))
+    fig, axes = plt.subplots(1, len(hs), figsize=(5 * len(hs), 3.6), squeeze=False)
+    for ax, h in zip(axes[0], hs):
+        for c, r in zip(sns.color_palette("deep", len(runs)), runs):
+            t = layer_table(of_run(m, r), h)
+            for k, (e, row) in enumerate(t.iterrows()):
+                ax.plot(row.index, row.values, marker="o", ms=2, color=c, alpha=.25 + .75 * (k + 1) / len(t),
+                        label=f"{r}" if k == len(t) - 1 else None)
+        ax.set_title(f"linear test accuracy: {h} (lighter = earlier epoch)", fontsize=9)
+        ax.set_xlabel("layer (0 = stem)"); ax.legend(fontsize=7)
+    fig.suptitle("Fig. 7 (top) — the width of the backbone", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+def fig_depth(m:pd.DataFrame, # metrics of several runs, with a `run` column
+              runs:list,      # the runs, shallow to deep
+             )->plt.Figure:
+    "Fig. 7 bottom: last-layer linear test accuracy over epochs, and per layer at the end, per run and hierarchy."
+    hs = _semantic(of_run(m, runs[0]))
+    fig, axes = plt.subplots(len(hs), 2, figsize=(10, 3.3 * len(hs)), squeeze=False)
+    for i, h in enumerate(hs):
+        for r in runs:
+            d = of_run(m, r)
+            s, t = curve(d, "linear_accuracy", "test", h), layer_table(d, h)
+            axes[i, 0].plot(s.index, s.values, marker="o", ms=3, label=r)
+            axes[i, 1].plot(t.columns, t.iloc[-1].values, marker="o", ms=3, label=f"{r}, epoch {t.index[-1]}")
+        axes[i, 0].set_title(f"{h}: last layer over training", fontsize=9); axes[i, 0].set_xlabel("epoch")
+        axes[i, 1].set_title(f"{h}: per layer at the end", fontsize=9); axes[i, 1].set_xlabel("layer (0 = stem)")
+        for a in axes[i]: a.legend(fontsize=7)
+    fig.suptitle("Fig. 7 (bottom) — the depth of the backbone (linear test accuracy)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/12_hierarchies.ipynb #w3b120007
+B_LAYER_CLAIMS = {
+    "b1-width": dict(section="B.1", figure="Fig. 7 top",
+        claim="A wider backbone separates the classes better at every layer and every epoch.",
+        criterion="class linear test accuracy: at every analysed epoch after 0 and every residual block the widest run "
+                  "exceeds the narrowest by > 2 binomial SE (n = eval_test), and at the last epoch the block means are "
+                  "ordered by width",
+        paper="RES-5-{50, 250, 1000}: width has a significant impact at all layers and epochs (Fig. 7 top)"),
+    "b1-depth-late": dict(section="B.1", figure="Fig. 7 bottom",
+        claim="Late in training the additional blocks of the deeper network improve the linear accuracy.",
+        criterion="class linear test accuracy of the last layer at the last epoch: the deep run above the shallow run "
+                  "by > 2 binomial SE (n = eval_test)",
+        paper="RES-10-250 above RES-5-250 in the later epochs (Fig. 7 bottom left)"),
+    "b1-shallow-early-layers": dict(section="B.1", figure="Fig. 7 bottom",
+        claim="In the first blocks the shallow network's representations are better clustered than the deep one's.",
+        criterion="class linear test accuracy at the last epoch, mean over blocks 1..⌊L_shallow / 2⌋ (same indices in "
+                  "both runs): shallow above deep by > 2 SE (each mean's SE bounded by the mean of its blocks' SEs)",
+        paper="for the initial layers RES-5-250 is more clustered than RES-10-250, classes and superclasses (Fig. 7)"),
+    "b2-other-datasets": dict(section="B.2", figure="Fig. 8, Fig. 9",
+        claim="On other data sets SSL clusters the augmentations and the classes as on CIFAR-100, at every layer.",
+        criterion="per other-data-set run: sample-level and class NCC test accuracy (last layer) rise from the first "
+                  "to the last analysed epoch by > 2 binomial SE, and so does the class NCC test accuracy of every "
+                  "residual block",
+        paper="CIFAR-10 (Fig. 8) and Food-101 (Fig. 9): NCC test accuracy rises for the sample level and the classes, "
+              "at all layers"),
+    "b4-similar-behaviour": dict(section="B.4", figure="Fig. 11 top",
+        claim="SimCLR and VICReg show the same clustering behaviour across layers and epochs.",
+        criterion="in both runs every residual block's class linear test accuracy rises beyond 2 binomial SE from the "
+                  "first to the last epoch, and the two runs' last-epoch profiles over layers 0..L have "
+                  "Spearman ρ >= 0.5",
+        paper="similar behaviour across layers and epochs for SimCLR and VICReg (Fig. 11 top)"),
+    "b4-vicreg-better": dict(section="B.4", figure="Fig. 11 top",
+        claim="VICReg reaches a higher linear accuracy than SimCLR.",
+        criterion="class linear test accuracy at the last epoch, mean over residual blocks: VICReg above SimCLR by "
+                  "> 2 SE (each mean's SE bounded by the mean of its blocks' SEs)",
+        paper="VICReg consistently achieves better performance (Fig. 11 top)"),
+}
+
+def _brow(id:str, measured:str, ok)->dict: return claim_row(id, **B_LAYER_CLAIMS[id], measured=measured, ok=ok)
+
+def _bse(a:float, n:int)->float: return binomial_se(min(max(float(a), 0.), 1.), n)
+
+def _end_blocks(m:pd.DataFrame, run:str, h:str="class")->pd.Series:
+    "Linear test accuracy of the residual blocks (layers >= 1) at the last analysed epoch of `run`."
+    t = layer_table(of_run(m, run), h)
+    return t.iloc[-1][t.columns >= 1]
+
+# %% ../nbs/12_hierarchies.ipynb #w3b120008
+def width_claim(m:pd.DataFrame, # metrics of several runs, with a `run` column
+                runs:list,      # the runs, narrow to wide
+                n_eval:dict,    # evaluation-set sizes (`revssl.claims.eval_sizes`)
+               )->dict:
+    "`b1-width`: the widest run beats the narrowest at every block and epoch > 0; block means ordered by width."
+    n = eval_n(n_eval, "class", "test")
+    lo, hi = (layer_table(of_run(m, r), "class") for r in (runs[0], runs[-1]))
+    lo, hi = lo.loc[lo.index > 0, lo.columns >= 1], hi.loc[hi.index > 0, hi.columns >= 1]
+    wins = [(e, l) for e in lo.index for l in lo.columns if rises(lo.at[e, l], hi.at[e, l], n)]
+    means = [float(_end_blocks(m, r).mean()) for r in runs]
+    said = (f"widest > narrowest beyond 2 SE at {len(wins)} of {lo.size} (epoch, block) pairs (n = {n}); block means "
+            f"at the end: " + ", ".join(f"{r} {v:.3f}" for r, v in zip(runs, means)))
+    return _brow("b1-width", said, len(wins) == lo.size and all(np.diff(means) > 0))
+
+def depth_late_claim(m:pd.DataFrame, # metrics of several runs, with a `run` column
+                     shallow:str, deep:str, # the two runs
+                     n_eval:dict,    # evaluation-set sizes
+                    )->dict:
+    "`b1-depth-late`: the deep run's last block beats the shallow run's at the last epoch beyond noise."
+    n, a, b = eval_n(n_eval, "class", "test"), _end_blocks(m, shallow).iloc[-1], _end_blocks(m, deep).iloc[-1]
+    return _brow("b1-depth-late", f"last layer at the end: deep {b:.3f} vs shallow {a:.3f}, {rise_gap(a, b, n)}",
+                 rises(a, b, n))
+
+def rise_gap(a:float, b:float, n:int)->str:
+    "'difference b − a (2 SE x)' for a claim's measured text."
+    return f"difference {b - a:+.3f} (2 SE {2 * math.hypot(_bse(a, n), _bse(b, n)):.3f}, n = {n})"
+
+def shallow_early_claim(m:pd.DataFrame, # metrics of several runs, with a `run` column
+                        shallow:str, deep:str, # the two runs
+                        n_eval:dict,    # evaluation-set sizes
+                       )->dict:
+    "`b1-shallow-early-layers`: over the shallow run's first half of blocks, it beats the deep run beyond noise."
+    n, s, d = eval_n(n_eval, "class", "test"), _end_blocks(m, shallow), _end_blocks(m, deep)
+    k = max(len(s) // 2, 1)
+    s, d = s.iloc[:k], d.iloc[:k]
+    se = math.hypot(np.mean([_bse(v, n) for v in s]), np.mean([_bse(v, n) for v in d]))
+    said = (f"blocks 1..{k} at the end: shallow {', '.join(f'{v:.3f}' for v in s)} vs deep "
+            f"{', '.join(f'{v:.3f}' for v in d)}; means {s.mean():.3f} vs {d.mean():.3f} (2 SE {2 * se:.3f})")
+    return _brow("b1-shallow-early-layers", said, bool(s.mean() - d.mean() > 2 * se))
+
+# %% ../nbs/12_hierarchies.ipynb #w3b12000c
+def _per_layer(ax, m:pd.DataFrame, h:str, metric:str, title:str):
+    "One line per analysed epoch (dark to light) of `metric`'s test value against layer for hierarchy `h`."
+    t = layer_table(m, h, metric)
+    for e, c in _epoch_shades(list(t.index)).items(): ax.plot(t.columns, t.loc[e].values, "o-", ms=2, color=c,
+                                                               label=f"epoch {e}")
+    ax.set_title(title, fontsize=9); ax.set_xlabel("layer (0 = stem)"); ax.legend(fontsize=6)
+
+def fig_dataset(m:pd.DataFrame, # metrics of several runs, with a `run` column
+                run:str,        # the run on the other data set
+                title:str,      # e.g. "Fig. 8 — CIFAR-10"
+               )->plt.Figure:
+    "Fig. 8 / 9: normalised NCC test accuracy (sample, class) over training; per-layer class NCC, linear, sample NCC."
+    d = of_run(m, run)
+    fig, ax = plt.subplots(1, 4, figsize=(17, 3.6))
+    for h in ("sample", "class"):
+        ax[0].plot(normalized(curve(d, "ncc_accuracy", "test", h)), "o-", ms=3, label=h)
+    ax[0].set_title("NCC test accuracy (÷ init), last layer", fontsize=9); ax[0].set_xlabel("epoch")
+    ax[0].legend(fontsize=7)
+    _per_layer(ax[1], d, "class", "ncc_accuracy", "class NCC test accuracy per layer")
+    _per_layer(ax[2], d, "class", "linear_accuracy", "class linear test accuracy per layer")
+    _per_layer(ax[3], d, "sample", "ncc_accuracy", "sample-level NCC test accuracy per layer")
+    fig.suptitle(f"{title} ({run})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/12_hierarchies.ipynb #w3b12000e
+def _ncc_rises(d:pd.DataFrame, h:str, layer:int, n:int)->tuple[bool, str]:
+    "Whether `h`'s NCC test accuracy at `layer` rises beyond noise from the first to the last epoch, and the text."
+    s = curve(d, "ncc_accuracy", "test", h, layer)
+    return rises(s.iloc[0], s.iloc[-1], n), f"{s.iloc[0]:.3f} → {s.iloc[-1]:.3f}"
+
+def other_datasets_claim(m:pd.DataFrame, # metrics of several runs, with a `run` column
+                         runs:dict,      # {data set: run name} of the runs on other data sets
+                         n_eval:dict,    # {run name: evaluation-set sizes}
+                        )->dict:
+    "`b2-other-datasets`: per run, sample and class NCC test rise beyond noise, the class one at every block."
+    oks, parts = [], []
+    for ds, r in runs.items():
+        d, ne = of_run(m, r), n_eval[r]
+        last, blocks = int(d.layer.max()), sorted(l for l in d.layer.unique() if l >= 1)
+        s_ok, s_t = _ncc_rises(d, "sample", last, eval_n(ne, "sample", "test"))
+        c = {l: _ncc_rises(d, "class", l, eval_n(ne, "class", "test")) for l in blocks}
+        oks.append(s_ok and all(ok for ok, _ in c.values()))
+        parts.append(f"{ds} ({r}): sample NCC test {s_t}{'' if s_ok else ' (within noise)'}; class per block "
+                     + ", ".join(f"{l}: {t}{'' if ok else ' (within noise)'}" for l, (ok, t) in c.items()))
+    return _brow("b2-other-datasets", "; ".join(parts), all(oks))
+
+# %% ../nbs/12_hierarchies.ipynb #w3b120011
+def fig_methods(m:pd.DataFrame, # metrics of several runs, with a `run` column
+                runs:dict,      # {method label: run name}, e.g. {"VICReg": ..., "SimCLR": ...}
+               )->plt.Figure:
+    "Fig. 11 top: per-layer linear test accuracy per epoch (dark to light), one line style per method."
+    hs = _semantic(of_run(m, next(iter(runs.values()))))
+    fig, axes = plt.subplots(1, len(hs), figsize=(5 * len(hs), 3.6), squeeze=False)
+    for ax, h in zip(axes[0], hs):
+        for (label, r), ls in zip(runs.items(), ("-", "--", ":", "-.")):
+            t = layer_table(of_run(m, r), h)
+            for e, c in _epoch_shades(list(t.index)).items():
+                ax.plot(t.columns, t.loc[e].values, ls, marker="o", ms=2, color=c, label=f"{label}, epoch {e}")
+        ax.set_title(f"linear test accuracy: {h}", fontsize=9); ax.set_xlabel("layer (0 = stem)")
+        ax.legend(fontsize=5, ncol=2)
+    fig.suptitle("Fig. 11 (top) — " + " vs ".join(runs) + " (dark = early, light = late)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+def methods_claims(m:pd.DataFrame, # metrics of several runs, with a `run` column
+                   vicreg:str, simclr:str, # the two runs
+                   n_eval:dict,    # evaluation-set sizes
+                  )->list[dict]:
+    "`b4-similar-behaviour` and `b4-vicreg-better` from the two runs' class linear test accuracy per layer."
+    n = eval_n(n_eval, "class", "test")
+    t = {k: layer_table(of_run(m, r), "class") for k, r in (("VICReg", vicreg), ("SimCLR", simclr))}
+    up = {k: all(rises(x.iloc[0][l], x.iloc[-1][l], n) for l in x.columns if l >= 1) for k, x in t.items()}
+    rho = spearman(t["VICReg"].iloc[-1].values, t["SimCLR"].iloc[-1].values)
+    v, s = (x.iloc[-1][x.columns >= 1] for x in t.values())
+    se = math.hypot(np.mean([_bse(a, n) for a in v]), np.mean([_bse(a, n) for a in s]))
+    said = (f"every block rises: VICReg {up['VICReg']}, SimCLR {up['SimCLR']}; profile ρ = {rho:.2f}; block means "
+            f"at the end VICReg {v.mean():.3f} vs SimCLR {s.mean():.3f} (2 SE {2 * se:.3f}, n = {n})")
+    return [_brow("b4-similar-behaviour", said, all(up.values()) and rho >= .5),
+            _brow("b4-vicreg-better", said, bool(v.mean() - s.mean() > 2 * se))]

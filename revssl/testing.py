@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['write_idx', 'make_fake_dataset']
 
-# %% ../nbs/03_0_testing.ipynb #e4951fd0
+# %% ../nbs/03_0_testing.ipynb #e2fdbb64
 # Test helpers, not used by the library: the cells below come from nbs/03_datasets.ipynb ("Test helpers").
 
 # %% ../nbs/03_datasets.ipynb #5e4a9dd5
