@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 from .config import Config
-from .files import atomic_write
+from .files import write_if_changed
 
 # %% auto #0
 __all__ = ['CLAIM_COLUMNS', 'VERDICTS', 'SSL_METHODS', 'SPLIT_SIZES', 'verdict', 'claim_row', 'not_measured_rows', 'ssl_only',
@@ -161,10 +161,7 @@ def write_claims(rows:list[dict], # claims.csv rows (see `claim_row`)
                 )->bool:
     "Write `rows` as a CSV with columns `CLAIM_COLUMNS` (atomically, only if changed); True if written."
     data = pd.DataFrame(check_claims(list(rows)), columns=list(CLAIM_COLUMNS)).to_csv(index=False).encode()
-    path = Path(path)
-    if path.exists() and path.read_bytes() == data: return False
-    atomic_write(path, lambda t: Path(t).write_bytes(data))
-    return True
+    return write_if_changed(path, data)
 
 def read_claims(path:Path, # a claims.csv
                )->pd.DataFrame:

@@ -5,7 +5,7 @@
 # %% ../nbs/00_config.ipynb #720dfcf2
 from __future__ import annotations
 import dataclasses, json, hashlib
-from dataclasses import dataclass, field, fields, replace, asdict
+from dataclasses import dataclass, fields, replace, asdict
 
 # %% auto #0
 __all__ = ['METHODS', 'ARCHS', 'OPTIMIZERS', 'AUGMENTS', 'PROBES', 'DATASET_NAMES', 'DEVICES', 'EVAL_BN', 'PAPER_EPOCHS',

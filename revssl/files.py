@@ -8,7 +8,7 @@ import os, tempfile
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['atomic_write', 'keyed_cache']
+__all__ = ['atomic_write', 'write_if_changed', 'keyed_cache']
 
 # %% ../nbs/00_files.ipynb #29c43132
 _UMASK = os.umask(0); os.umask(_UMASK)                        # the process's umask (read by setting it back)
@@ -26,6 +26,16 @@ def atomic_write(path:Path, # the file to (re)write
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.remove(tmp)
+
+# %% ../nbs/00_files.ipynb #711a6428
+def write_if_changed(path:Path,  # the file to (re)write
+                     data:bytes, # its new content
+                    )->bool:
+    "Write `data` to `path` atomically unless the file holds exactly these bytes already; True if written."
+    path = Path(path)
+    if path.exists() and path.read_bytes() == data: return False
+    atomic_write(path, lambda t: Path(t).write_bytes(data))
+    return True
 
 # %% ../nbs/00_files.ipynb #d60d24f3
 def keyed_cache(path:Path, # where the content is stored

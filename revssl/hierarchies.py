@@ -174,7 +174,7 @@ def hierarchy_claims(m:pd.DataFrame,      # metrics.csv of a run
             superclass_gains_claim(m, n_eval)]
 
 # %% ../nbs/12_hierarchies.ipynb #w3b120001
-from .clustering import of_run, curve, normalized, HIER_ORDER
+from .clustering import of_run, curve, normalized
 
 def _semantic(m:pd.DataFrame)->list[str]:
     "The semantic hierarchies present in `m` (class, superclass)."

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import matplotlib.pyplot as plt
 from .config import Config, model_name
-from .files import atomic_write
+from .files import write_if_changed
 from .analysis import run_config
 from .claims import eval_sizes, write_claims, read_claims, not_measured_rows, ssl_only
 from .spectra import SPECTRAL_METRICS, fig_spectra
@@ -18,19 +18,9 @@ from .clustering import fig_umap, fig_clustering, fig_losses, clustering_claims,
 from .hierarchies import fig_layers, hierarchy_claims
 
 # %% auto #0
-__all__ = ['write_if_changed', 'save_figure', 'run_tables', 'optional_table', 'write_figures', 'headline_table', 's5_claims',
-           'run_claims', 'claims_table', 'claims_summary', 'generators_text', 's5_section', 'bn_table', 'bn_sentence',
-           'bn_section', 'write_report']
-
-# %% ../nbs/15_report.ipynb #711a6428
-def write_if_changed(path:Path,  # the file to (re)write
-                     data:bytes, # its new content
-                    )->bool:
-    "Write `data` to `path` atomically unless the file holds exactly these bytes already; True if written."
-    path = Path(path)
-    if path.exists() and path.read_bytes() == data: return False
-    atomic_write(path, lambda t: Path(t).write_bytes(data))
-    return True
+__all__ = ['save_figure', 'run_tables', 'optional_table', 'write_figures', 'headline_table', 's5_claims', 'run_claims',
+           'claims_table', 'claims_summary', 'generators_text', 's5_section', 'bn_table', 'bn_sentence', 'bn_section',
+           'write_report']
 
 # %% ../nbs/15_report.ipynb #864d8b87
 def save_figure(fig:plt.Figure, # the figure (closed once saved)

@@ -4,8 +4,7 @@
 
 # %% ../nbs/13_stepwise.ipynb #b6ad4ddf
 from __future__ import annotations
-import math
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
@@ -13,7 +12,6 @@ from scipy.integrate import solve_ivp
 from scipy.linalg import subspace_angles
 from .losses import barlow_twins_loss, cross_correlation
 from .augment import SimCLRAugment
-from .datasets import load_dataset, dataset_info
 
 # %% auto #0
 __all__ = ['STEPWISE_LINEAR', 'STEPS_CRITERION', 'THEORY_CRITERION', 'STEPWISE_LINEAR_RAW', 'StepwiseLinear', 'positive_pairs',

@@ -4,9 +4,9 @@
 
 # %% ../nbs/14_studies.ipynb #w3b140002
 from __future__ import annotations
-import json, math, os, shutil, signal, subprocess, sys, time
+import json, os, shutil, signal, subprocess, sys, time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 import multiprocessing as mp
 import pandas as pd
@@ -21,7 +21,8 @@ from .hierarchies import (fig_width, fig_depth, fig_dataset, fig_methods, width_
                                 shallow_early_claim, other_datasets_claim, methods_claims)
 from .randomness import (GENERATORS, generator_config, generator_dir, fig_randomness, fig_generators,
                                fig_randomness_compare)
-from .report import save_figure, run_tables, run_claims, claims_table, claims_summary, write_if_changed
+from .report import save_figure, claims_table, claims_summary
+from .files import write_if_changed
 
 # %% auto #0
 __all__ = ['ROLES', 'SMOKE', 'DEMO', 'PAPER', 'STUDIES', 'COPIED', 'ON_RES5', 'LAUNCHERS', 'Member', 'Study', 'StudyError',
