@@ -11,7 +11,7 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
-from .files import atomic_write
+from .files import atomic_write, write_if_changed
 from .config import Config, validate, config_to_dict, config_from_dict
 from .losses import ssl_loss, VICRegTerms, SimCLRTerms, BarlowTwinsTerms
 from .models import build_model
@@ -182,7 +182,7 @@ def prepare_run_dir(out:Path, # the run directory
         if diff: raise ValueError(f"{out} holds a run with a different config ({diff}); use another --out")
         if not resume and (out/"checkpoints"/"last.pt").exists():
             raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    atomic_write(cfg_path, lambda t: Path(t).write_text(json.dumps(config_to_dict(cfg), indent=1)))
+    write_if_changed(cfg_path, json.dumps(config_to_dict(cfg), indent=1).encode())   # a resume leaves it alone
     return out
 
 # %% ../nbs/05_train.ipynb #89f27982
