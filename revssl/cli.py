@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_cli.ipynb #81ff9507
 from __future__ import annotations
-import argparse, json, os, sys, time
+import argparse, os, sys
 from dataclasses import replace
 from pathlib import Path
 from .config import PRESETS, DATASET_NAMES, ConfigError, get_preset, apply_overrides, validate, model_name
@@ -17,42 +17,11 @@ from .augment import SimCLRAugment, default_augment, sample_level_set
 from .features import (load_encoder, check_layers, revssl_layers, layer_features, input_channels, image_folder,
                              read_hierarchy)
 from .analysis import analyze, embed_umap, measure, plot_layers
-from .report import write_figures, write_report
+from .report import write_figures, write_report, reproduce
+from .studies import run_study
 
 # %% auto #0
-__all__ = ['STAGES', 'PROBE_ERRORS', 'USER_ERRORS', 'reproduce', 'parser', 'main', 'probe_data', 'probe']
-
-# %% ../nbs/16_cli.ipynb #e2601dab
-from .claims import SSL_METHODS
-from .analysis import eval_bn_rows
-from .randomness import randomness_metrics
-
-def _timed(timings:dict, name:str, f, *a, **kw):
-    t = time.time(); r = f(*a, **kw); timings[name] = timings.get(name, 0.0) + time.time() - t
-    return r
-
-def reproduce(cfg,               # the validated config to run
-              out:Path,          # run directory (created, or resumed when it holds this run)
-              progress:bool=True, # show progress bars
-             )->Path:
-    "Train (or resume) `cfg` into `out`, analyse it (§4-§6, §5 for SSL runs, the BN control), draw figures, report."
-    validate(cfg)
-    out, timings = Path(out), {}
-    tfile = out/"timings.json"
-    if tfile.exists(): timings = json.loads(tfile.read_text())
-    new = {}
-    _timed(new, "train", train, cfg, out, resume=True, progress=progress)
-    ov = {"probe": cfg.probe, "device": cfg.device}   # the analysis-only fields the stages take from cfg
-    _timed(new, "analyse", analyze, out, ov, progress=progress)
-    if cfg.method in SSL_METHODS:   # §5: random targets from the ResNet-18 / ViT generators (trained when missing)
-        _timed(new, "randomness", randomness_metrics, out, ov, progress=progress)
-    _timed(new, "bn_compare", eval_bn_rows, out)   # eval_bn running vs recalibrated, first and last epoch
-    _timed(new, "umap", embed_umap, out, progress=progress)
-    _timed(new, "figures", write_figures, out)
-    timings = {k: (timings.get(k, 0.0) + v) for k, v in new.items()}
-    atomic_write(tfile, lambda t: Path(t).write_text(json.dumps(timings, indent=1)))
-    write_report(out, timings)
-    return out
+__all__ = ['STAGES', 'PROBE_ERRORS', 'USER_ERRORS', 'parser', 'main', 'probe_data', 'probe']
 
 # %% ../nbs/16_cli.ipynb #d7f46207
 def _config(a)->object:
@@ -132,7 +101,6 @@ USER_ERRORS = (ConfigError, DatasetNotFound, CheckpointError, NonFiniteLoss, Fil
                PermissionError, ValueError)
 
 def _study(a)->int:
-    from revssl.studies import run_study   # studies (notebook 14) comes earlier and calls `reproduce` per member
     r = run_study(a.study, a.out, a.launcher, a.jobs, a.members.split(",") if a.members else None, not a.quiet)
     print(f"revssl: study {a.study}: " + (f"{len(r)} job(s) submitted" if isinstance(r, list) else f"done: {r}"))
     return 0
