@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
-from .config import Config, EVAL_BN, config_from_dict, config_hash, validate
+from .config import Config, EVAL_BN, config_from_dict, config_hash, validate, data_seed_of
 from .datasets import load_dataset, dataset_info
 from .augment import SimCLRAugment, normalize, sample_level_set
 from .train import load_train_set, subset_indices, resolve_device
@@ -40,10 +40,11 @@ def eval_sets(cfg:Config, # the run's config (dataset, seed and the eval_*/sampl
     info = dataset_info(cfg.dataset)
     tr_x, tr_y = load_train_set(cfg)
     te_x, te_y = load_dataset(cfg.dataset, "test", root=cfg.data_root)
-    i = subset_indices(len(tr_x), cfg.eval_train, cfg.seed + 1)
-    j = subset_indices(len(te_x), cfg.eval_test, cfg.seed + 2)
+    ds = data_seed_of(cfg)   # not `seed`: the runs of `--seeds` are measured on the same images
+    i = subset_indices(len(tr_x), cfg.eval_train, ds + 1)
+    j = subset_indices(len(te_x), cfg.eval_test, ds + 2)
     s = sample_level_set(tr_x, n=min(cfg.sample_n, len(tr_x)), k_train=cfg.sample_k_train, k_test=cfg.sample_k_test,
-                         seed=cfg.seed, augment=SimCLRAugment(info.size, info.mean, info.std))
+                         seed=ds, augment=SimCLRAugment(info.size, info.mean, info.std))
     return {"train": (tr_x[i], {k: v[i] for k, v in tr_y.items()}),
             "test": (te_x[j], {k: v[j] for k, v in te_y.items()}),
             "sample_train": (s.train_views, {"sample": s.train_ids}),
@@ -78,7 +79,8 @@ def cache_key(ckpt:Path,  # a weight checkpoint
               fields:tuple=ANALYSIS_FIELDS, # FEATURE_FIELDS for the features, ANALYSIS_FIELDS for the metrics
              )->str:
     "Identity of what is computed from a checkpoint: its file digest and the given fields of the config."
-    return f"{file_digest(ckpt)}-{config_hash(cfg, fields)}"
+    images = replace(cfg, seed=data_seed_of(cfg), data_seed=None)   # the key's "seed" is the one that picks images
+    return f"{file_digest(ckpt)}-{config_hash(images, fields)}"
 
 # %% ../nbs/09_analysis.ipynb #de972268
 def checkpoint_features(ckpt:Path,      # a weight checkpoint of the run

@@ -15,10 +15,10 @@ from .files import write_if_changed
 # %% auto #0
 __all__ = ['CLAIM_COLUMNS', 'VERDICTS', 'SSL_METHODS', 'SPLIT_SIZES', 'verdict', 'claim_row', 'not_measured_rows', 'ssl_only',
            'check_claims', 'binomial_se', 'exceeds', 'rises', 'rise_text', 'ratio_se', 'spearman', 'eval_sizes',
-           'eval_n', 'write_claims', 'read_claims']
+           'eval_n', 'write_claims', 'read_claims', 'combine_seeds']
 
 # %% ../nbs/09_claims.ipynb #791d3ca6
-CLAIM_COLUMNS = ("id", "section", "figure", "claim", "criterion", "paper", "measured", "verdict")
+CLAIM_COLUMNS = ("id", "section", "figure", "claim", "criterion", "paper", "measured", "verdict", "held_in")
 VERDICTS = ("reproduced", "not reproduced", "not measured")
 
 def verdict(ok:bool|None, # the criterion's outcome; None when the run cannot test the claim
@@ -39,7 +39,8 @@ def claim_row(id:str,        # stable id, e.g. "s4-compression"
     if ok is not None and not isinstance(ok, (bool, np.bool_)):
         raise TypeError(f"claim {id!r}: ok must be True, False or None, got {ok!r}")
     return dict(id=id, section=section, figure=figure, claim=claim, criterion=criterion, paper=paper,
-                measured=measured, verdict=verdict(None if ok is None else bool(ok)))
+                measured=measured, verdict=verdict(None if ok is None else bool(ok)),
+                held_in="" if ok is None else "1/1" if ok else "0/1")
 
 # %% ../nbs/09_claims.ipynb #1f7cfbd1
 SSL_METHODS = ("vicreg", "simclr", "barlow")
@@ -59,6 +60,13 @@ def ssl_only(specs:dict, # {id: dict(section, figure, claim, criterion, paper)} 
                                     f"({', '.join(SSL_METHODS)} runs only)")
 
 # %% ../nbs/09_claims.ipynb #47c7ae53
+def _held_in_error(h:str, v:str)->str|None:
+    "Why `held_in` h cannot go with verdict v (None when it can): 'k/N', N/N exactly when reproduced, '' when not measured."
+    if v == "not measured": return None if h == "" or h.startswith("0/") else f"{h!r} on a not-measured claim"
+    k, _, n = str(h).partition("/")
+    if not (k.isdigit() and n.isdigit() and 0 <= int(k) <= int(n) and int(n) >= 1): return f"must be 'k/N', got {h!r}"
+    return None if (int(k) == int(n)) == (v == "reproduced") else f"{h!r} contradicts the verdict {v!r}"
+
 def check_claims(rows:list[dict], # claims.csv rows
                 )->list[dict]:
     "`rows`, after checking their keys, verdicts and ids; a clear error naming the first bad row."
@@ -69,6 +77,7 @@ def check_claims(rows:list[dict], # claims.csv rows
         if r["verdict"] not in VERDICTS:
             raise ValueError(f"{name}: verdict must be one of {VERDICTS}, got {r['verdict']!r}")
         if not r["id"] or r["id"] in seen: raise ValueError(f"{name}: ids must be non-empty and unique")
+        if (why := _held_in_error(r["held_in"], r["verdict"])): raise ValueError(f"{name}: held_in {why}")
         seen.add(r["id"])
     return rows
 
@@ -167,7 +176,30 @@ def read_claims(path:Path, # a claims.csv
                )->pd.DataFrame:
     "The claims table at `path`, every cell as text; a clear error when it is not a claims table."
     d = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if tuple(d.columns) == CLAIM_COLUMNS[:-1]:   # written before held_in: one run, so 1/1 or 0/1
+        d["held_in"] = d.verdict.map({"reproduced": "1/1", "not reproduced": "0/1", "not measured": ""})
     if tuple(d.columns) != CLAIM_COLUMNS:
         raise ValueError(f"{path}: columns must be {CLAIM_COLUMNS}, got {tuple(d.columns)}")
     check_claims(d.to_dict("records"))
     return d
+
+# %% ../nbs/09_claims.ipynb #0124e7aa
+def combine_seeds(per_seed:list[list[dict]], # each seed's claims.csv rows, the same ids in the same order
+                  seeds:list[int],           # the seeds, for the `measured` text
+                 )->list[dict]:
+    "One row per claim over all seeds: reproduced when it held in every seed; `held_in` counts the seeds it held in."
+    if len(per_seed) != len(seeds) or not per_seed: raise ValueError("combine_seeds needs one row list per seed")
+    ids = [[r["id"] for r in rows] for rows in per_seed]
+    for s, i in zip(seeds, ids):
+        if i != ids[0]: raise ValueError(f"seed {s}'s claims have other ids than seed {seeds[0]}'s")
+    if len(seeds) == 1: return check_claims(list(per_seed[0]))   # one seed: its rows as they are
+    out, n = [], len(seeds)
+    for rs in zip(*per_seed):
+        v = [r["verdict"] for r in rs]
+        k, measured = v.count("reproduced"), n - v.count("not measured")
+        verdict = "not measured" if not measured else "reproduced" if k == n else "not reproduced"
+        said = f"held in {k} of {n} seeds" + (f" ({n - measured} could not measure it)" if 0 < measured < n else "")
+        out.append({**rs[0], "criterion": f"{rs[0]['criterion']} With {n} seeds: it must hold in every seed.",
+                    "measured": said + "; " + "; ".join(f"seed {s}: {r['measured']}" for s, r in zip(seeds, rs)),
+                    "verdict": verdict, "held_in": "" if not measured else f"{k}/{n}"})
+    return check_claims(out)

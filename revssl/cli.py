@@ -17,7 +17,8 @@ from .augment import SimCLRAugment, default_augment, sample_level_set
 from .features import (load_encoder, check_layers, revssl_layers, layer_features, input_channels, image_folder,
                              read_hierarchy)
 from .analysis import analyze, embed_umap, measure, plot_layers
-from .report import write_figures, write_report, reproduce
+from .report import write_figures, write_report
+from .seeds import reproduce_seeds, SeedsError
 from .studies import run_study
 
 # %% auto #0
@@ -71,6 +72,8 @@ def parser()->argparse.ArgumentParser:
     r.add_argument("--members", default=None, help="comma-separated members of the study (default: all)")
     r.add_argument("--launcher", choices=["local", "slurm"], default="local", help="how a study's members run")
     r.add_argument("--jobs", type=int, default=1, help="members of a study at once (local launcher)")
+    r.add_argument("--seeds", type=int, default=None, help="independent runs seed, seed+1, ... in <out>/seed<k>, "
+                                                          "figures with bands, claims held in every seed (default 1)")
     t = sub.add_parser("train", help="train only (checkpoints and train_log.csv)")
     _run_args(t)
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
@@ -97,11 +100,12 @@ def _probe(a)->int:
     print(f"revssl: probe done: {a.out} (report: {a.out/'report.md'})")
     return 0
 
-USER_ERRORS = (ConfigError, DatasetNotFound, CheckpointError, NonFiniteLoss, FileExistsError, FileNotFoundError,
-               PermissionError, ValueError)
+USER_ERRORS = (ConfigError, DatasetNotFound, CheckpointError, NonFiniteLoss, SeedsError, FileExistsError,
+               FileNotFoundError, PermissionError, ValueError)
 
 def _study(a)->int:
-    r = run_study(a.study, a.out, a.launcher, a.jobs, a.members.split(",") if a.members else None, not a.quiet)
+    r = run_study(a.study, a.out, a.launcher, a.jobs, a.members.split(",") if a.members else None, not a.quiet,
+                  seeds=a.seeds or 1)
     print(f"revssl: study {a.study}: " + (f"{len(r)} job(s) submitted" if isinstance(r, list) else f"done: {r}"))
     return 0
 
@@ -111,8 +115,11 @@ def _train_or_reproduce(a)->int:
     if a.cmd == "reproduce" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("under torchrun use `revssl train` (multi-GPU training), "
                          "then `revssl analyze/figures/report` in one process")
-    out = a.out or Path("runs")/a.preset
-    if a.cmd == "reproduce": reproduce(cfg, out, progress=not a.quiet)
+    if getattr(a, "seeds", None) is not None: cfg = validate(replace(cfg, seeds=a.seeds))
+    if a.cmd == "train" and cfg.seeds > 1:
+        raise ConfigError(f"`revssl train` trains one run, not {cfg.seeds} seeds: use `revssl reproduce --seeds`")
+    out = a.out or Path("runs")/(a.preset + (f"-{cfg.seeds}seeds" if cfg.seeds > 1 else ""))
+    if a.cmd == "reproduce": reproduce_seeds(cfg, out, progress=not a.quiet)
     else: train(cfg, out, resume=a.resume, until=a.until, progress=not a.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"revssl: {a.cmd} done: {out}" + (f" (report: {out/'report.md'})" if a.cmd == "reproduce" else ""))

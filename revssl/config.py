@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields, replace, asdict
 # %% auto #0
 __all__ = ['METHODS', 'ARCHS', 'OPTIMIZERS', 'AUGMENTS', 'PROBES', 'DATASET_NAMES', 'DEVICES', 'EVAL_BN', 'PAPER_EPOCHS',
            'TARGET_EPOCHS', 'PRESETS', 'Config', 'ConfigError', 'validate', 'apply_overrides', 'get_preset',
-           'config_to_dict', 'config_from_dict', 'config_hash', 'model_name']
+           'config_to_dict', 'config_from_dict', 'config_hash', 'model_name', 'data_seed_of']
 
 # %% ../nbs/00_config.ipynb #8197b5ab
 METHODS = ("vicreg", "simclr", "barlow", "supervised")
@@ -50,7 +50,9 @@ class Config:
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 1e-6
-    seed: int = 0
+    seed: int = 0                   # initialisation, augmentations and batch order
+    data_seed: int | None = None    # training subset and evaluation sets (None: `seed`); fixed across --seeds
+    seeds: int = 1                  # independent runs seed, seed+1, ... (`revssl.seeds`); 1: this run alone
     # speed (GPU only; ignored on the CPU)
     amp: bool = True                # bf16 autocast on CUDA
     channels_last: bool = True
@@ -87,7 +89,8 @@ def validate(cfg:Config)->Config:
     for n, allowed in [("method", METHODS), ("arch", ARCHS), ("optimizer", OPTIMIZERS), ("augment", AUGMENTS),
                        ("probe", PROBES), ("device", DEVICES),
                        ("eval_bn", EVAL_BN)]: _one_of(cfg, n, allowed)
-    for n in ("depth", "width", "proj_dim", "epochs", "sample_n", "sample_k_train", "sample_k_test", "umap_points"):
+    for n in ("depth", "width", "proj_dim", "epochs", "sample_n", "sample_k_train", "sample_k_test", "umap_points",
+              "seeds"):
         _check(getattr(cfg, n) >= 1, n, f"must be >= 1, got {getattr(cfg, n)}")
     _check(cfg.batch_size >= 2, "batch_size", f"must be >= 2 (the losses compare samples in a batch), got {cfg.batch_size}")
     for n in ("lr", "lam", "mu", "nu", "temperature", "init_scale"):
@@ -161,6 +164,7 @@ def _parse(f:dataclasses.Field, text:str):
         if t == "float": return float(text)
         if t == "tuple": return tuple(int(v) for v in text.replace(" ", "").strip("()[]").split(",") if v)
         if t == "str | None": return None if text.lower() in ("", "none") else text
+        if t == "int | None": return None if text.lower() in ("", "none") else int(text)
         return text
     except ValueError:
         raise ConfigError(f"config field '{f.name}': cannot read {text!r} as {t}") from None
@@ -204,3 +208,8 @@ def config_hash(cfg:Config, keys:tuple=None)->str:
 def model_name(cfg:Config)->str:
     "The backbone's name as the paper writes it: `RES-L-H`, `resnet18` or `vit`."
     return f"RES-{cfg.depth}-{cfg.width}" if cfg.arch == "res" else cfg.arch
+
+# %% ../nbs/00_config.ipynb #d14b1dfb
+def data_seed_of(cfg:Config)->int:
+    "The seed that chooses `cfg`'s images (training subset, evaluation and sample-level sets)."
+    return cfg.seed if cfg.data_seed is None else cfg.data_seed

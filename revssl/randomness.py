@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 import matplotlib.pyplot as plt
 import seaborn as sns
-from .config import Config, get_preset, validate, config_hash, config_from_dict
+from .config import Config, get_preset, validate, config_hash, config_from_dict, data_seed_of
 from .datasets import dataset_info
 from .files import keyed_cache
 from .train import TRAINING_FIELDS, build_run, train_epochs, load_checkpoint, predict
@@ -49,7 +49,7 @@ def generator_config(ssl_cfg:Config, # the SSL run whose targets are generated
                     )->Config:
     "The supervised run that generates `family`'s random targets for `ssl_cfg`: its data, A.3's optimiser."
     if family not in GENERATORS: raise ValueError(f"unknown generator {family!r}; choose one of {GENERATORS}")
-    same = dict(dataset=ssl_cfg.dataset, data_root=ssl_cfg.data_root, seed=ssl_cfg.seed, device=ssl_cfg.device,
+    same = dict(dataset=ssl_cfg.dataset, data_root=ssl_cfg.data_root, seed=data_seed_of(ssl_cfg), device=ssl_cfg.device,
                 eval_train=ssl_cfg.eval_train, eval_test=ssl_cfg.eval_test)
     if ssl_cfg.name.startswith("paper"):
         cfg = replace(get_preset(f"paper-targets-{family}"), train_subset=ssl_cfg.train_subset, **same)
@@ -83,7 +83,8 @@ class GeneratorError(ValueError):
 def _same_images(gen:Config, ssl:Config)->str|None:
     "Why the generator's training images are not among the SSL run's (None when they are)."
     if gen.dataset != ssl.dataset: return f"trained on {gen.dataset}, the SSL run on {ssl.dataset}"
-    if gen.seed != ssl.seed: return f"trained on other images (seed {gen.seed}, the SSL run's {ssl.seed})"
+    if data_seed_of(gen) != data_seed_of(ssl):
+        return f"trained on other images (seed {data_seed_of(gen)}, the SSL run's {data_seed_of(ssl)})"
     if ssl.train_subset and not 0 < gen.train_subset <= ssl.train_subset:
         return (f"trained on other images (train_subset {gen.train_subset or 'all'}, not within the SSL run's "
                 f"{ssl.train_subset})")

@@ -19,9 +19,9 @@ from .clustering import fig_umap, fig_clustering, fig_losses, clustering_claims,
 from .hierarchies import fig_layers, hierarchy_claims
 
 # %% auto #0
-__all__ = ['save_figure', 'run_tables', 'optional_table', 'write_figures', 'headline_table', 's5_claims', 'run_claims',
-           'claims_table', 'claims_summary', 'generators_text', 's5_section', 'bn_table', 'bn_sentence', 'bn_section',
-           'write_report', 'reproduce']
+__all__ = ['save_figure', 'run_tables', 'optional_table', 'run_figures', 'write_figures', 'headline_table', 's5_claims',
+           'run_claims', 'claims_table', 'claims_summary', 'generators_text', 's5_section', 'bn_table', 'bn_sentence',
+           'bn_section', 'write_report', 'reproduce']
 
 # %% ../nbs/14_report.ipynb #864d8b87
 def save_figure(fig:plt.Figure, # the figure (closed once saved)
@@ -55,20 +55,25 @@ def optional_table(run:Path, # a run directory
     return pd.read_csv(p) if p.exists() else None
 
 # %% ../nbs/14_report.ipynb #15f0cdf4
+def run_figures(run:Path, # an analysed run directory
+               )->dict:
+    "{file name: a function that draws it} for every figure a run's tables support."
+    run = Path(run)
+    cfg, m, log = run_tables(run)
+    figs = {"fig2_clustering": lambda: fig_clustering(m, norm=True),
+            "fig6_clustering_raw": lambda: fig_clustering(m, norm=False), "fig5_layers": lambda: fig_layers(m)}
+    if "invariance" in log.columns:
+        figs["fig3_losses"] = lambda: fig_losses(m, log, lam=cfg.lam if cfg.method == "vicreg" else 1.0)
+    if (run/"umap.csv").exists(): figs["fig1_umap"] = lambda: fig_umap(pd.read_csv(run/"umap.csv"))
+    if set(SPECTRAL_METRICS) & set(m.metric): figs["fig_spectra"] = lambda: fig_spectra(m)
+    if (r := optional_table(run, "randomness.csv")) is not None:
+        figs["fig4_randomness"], figs["fig12_generators"] = lambda: fig_randomness(r), lambda: fig_generators(r)
+    return dict(sorted(figs.items()))
+
 def write_figures(run:Path, # an analysed run directory
                  )->list[Path]:
     "Draw every figure a run's tables support into run/figures."
-    run = Path(run)
-    cfg, m, log = run_tables(run)
-    figs = {"fig2_clustering": fig_clustering(m, norm=True), "fig6_clustering_raw": fig_clustering(m, norm=False),
-            "fig5_layers": fig_layers(m)}
-    if "invariance" in log.columns:
-        figs["fig3_losses"] = fig_losses(m, log, lam=cfg.lam if cfg.method == "vicreg" else 1.0)
-    if (run/"umap.csv").exists(): figs["fig1_umap"] = fig_umap(pd.read_csv(run/"umap.csv"))
-    if set(SPECTRAL_METRICS) & set(m.metric): figs["fig_spectra"] = fig_spectra(m)
-    if (r := optional_table(run, "randomness.csv")) is not None:
-        figs["fig4_randomness"], figs["fig12_generators"] = fig_randomness(r), fig_generators(r)
-    return [save_figure(f, run/"figures", n) for n, f in sorted(figs.items())]
+    return [save_figure(draw(), Path(run)/"figures", n) for n, draw in run_figures(run).items()]
 
 # %% ../nbs/14_report.ipynb #4df7c375
 def headline_table(m:pd.DataFrame, # metrics.csv of a run
@@ -109,12 +114,14 @@ def _cell(s:str)->str: return str(s).replace("|", "\\|").replace("\n", " ")
 
 def claims_table(d:pd.DataFrame, # a claims table (`read_claims`)
                 )->str:
-    "Markdown table of the claims: id, where, claim, criterion, paper, measured, verdict."
-    lines = ["| id | where | claim | criterion | paper | measured here | verdict |", "|---|---|---|---|---|---|---|"]
+    "Markdown table of the claims: id, where, claim, criterion, paper, measured, verdict (and seeds held in, if several)."
+    seeds = not set(d.held_in) <= {"1/1", "0/1", ""}
+    lines = ["| id | where | claim | criterion | paper | measured here | verdict |" + (" held in |" if seeds else ""),
+             "|---|---|---|---|---|---|---|" + ("---|" if seeds else "")]
     for r in d.itertuples():
         v = "**not reproduced**" if r.verdict == "not reproduced" else r.verdict
-        lines.append("| " + " | ".join(_cell(x) for x in (r.id, f"{r.section}, {r.figure}", r.claim, r.criterion,
-                                                              r.paper, r.measured, v)) + " |")
+        cells = (r.id, f"{r.section}, {r.figure}", r.claim, r.criterion, r.paper, r.measured, v)
+        lines.append("| " + " | ".join(_cell(x) for x in cells + ((r.held_in,) if seeds else ())) + " |")
     return "\n".join(lines)
 
 def claims_summary(d:pd.DataFrame, # a claims table

@@ -4,16 +4,16 @@
 
 # %% ../nbs/15_studies.ipynb #w3b140002
 from __future__ import annotations
-import json, os, shutil, signal, subprocess, sys, time
+import json, os, signal, subprocess, sys, time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 import multiprocessing as mp
 import pandas as pd
 import torch
-from .config import Config, get_preset, apply_overrides, validate, model_name, config_from_dict
+from .config import Config, get_preset, apply_overrides, validate, model_name, config_from_dict, data_seed_of
 from .datasets import dataset_info, DatasetNotFound, _locate
-from .train import TRAINING_FIELDS
+from .train import config_diff
 from .models import build_model
 from .claims import eval_sizes, check_claims, write_claims, read_claims, SPLIT_SIZES, SSL_METHODS
 from .clustering import fig_supervised_ncc, supervised_ncc_claim, augmentation_ncc_claim, fig_mu, mu_claims
@@ -21,15 +21,18 @@ from .hierarchies import (fig_width, fig_depth, fig_dataset, fig_methods, width_
                                 shallow_early_claim, other_datasets_claim, methods_claims)
 from .randomness import (GENERATORS, generator_config, generator_dir, fig_randomness, fig_generators,
                                fig_randomness_compare)
-from .report import save_figure, claims_table, claims_summary, reproduce
+from .report import save_figure, claims_table, claims_summary, reproduce, run_figures
+from .seeds import seed_dir, with_band
+from .claims import combine_seeds
 from .files import write_if_changed
 
 # %% auto #0
 __all__ = ['ROLES', 'SMOKE', 'DEMO', 'PAPER', 'STUDIES', 'COPIED', 'ON_RES5', 'LAUNCHERS', 'Member', 'Study', 'StudyError',
-           'member_config', 'get_study', 'missing_datasets', 'check_data', 'run_dir', 'config_changes',
-           'check_study_dir', 'member_done', 'train_member', 'generator_key', 'waves', 'run_local', 'train_command',
-           'MemberJob', 'flops_per_view', 'gpu_hours', 'submit_slurm', 'stack', 'study_tables', 'study_figures',
-           'single_run_rows', 'study_claims', 'write_study_report', 'run_study', 'finish_study']
+           'member_config', 'get_study', 'missing_datasets', 'check_data', 'run_dir', 'check_study_dir', 'member_done',
+           'train_member', 'generator_key', 'waves', 'run_local', 'train_command', 'MemberJob', 'flops_per_view',
+           'gpu_hours', 'submit_slurm', 'stack', 'study_tables', 'study_figure_makers', 'study_figures',
+           'single_run_rows', 'study_claims', 'write_study_report', 'check_seed_study_dir', 'run_study', 'finish_study',
+           'seeded', 'finish_study_seeds']
 
 # %% ../nbs/15_studies.ipynb #w3b140005
 @dataclass(frozen=True)
@@ -146,11 +149,6 @@ def check_data(study:Study, members:list):
 # %% ../nbs/15_studies.ipynb #w3b14000f
 def run_dir(out:Path, name:str)->Path: return Path(out)/"runs"/name
 
-def config_changes(old:Config, new:Config)->list[str]:
-    "The training fields in which `new` differs from `old`, as 'field: old -> new'."
-    return [f"{k}: {getattr(old, k)!r} -> {getattr(new, k)!r}" for k in TRAINING_FIELDS
-            if getattr(old, k) != getattr(new, k)]
-
 def check_study_dir(out:Path, study:Study, members:list):
     "Raise `StudyError` when `out` holds another study, or a member's run directory holds a run of another config."
     f = Path(out)/"study.json"
@@ -158,7 +156,7 @@ def check_study_dir(out:Path, study:Study, members:list):
         raise StudyError(f"{out} holds study {held!r}, not {study.name!r}; choose another --out")
     for m in members:
         p = run_dir(out, m.name)/"config.json"
-        if p.exists() and (d := config_changes(config_from_dict(json.loads(p.read_text())), member_config(m))):
+        if p.exists() and (d := config_diff(config_from_dict(json.loads(p.read_text())), member_config(m))):
             raise StudyError(f"member {m.name!r} in {p.parent} was trained with another config ({', '.join(d)}); "
                              f"move it away or use another --out")
 
@@ -293,26 +291,28 @@ def study_tables(out:Path, study:Study)->dict:
 # %% ../nbs/15_studies.ipynb #w3b14001f
 COPIED = {"main": ("fig1_umap", "fig2_clustering", "fig5_layers", "fig6_clustering_raw"), "res5": ("fig3_losses",)}
 
-def study_figures(out:Path, study:Study, t:dict)->list[Path]:
-    "Draw every cross-run figure into <out>/figures and copy the single-run ones from their members."
-    r, m, fig = study.roles, t["metrics"], Path(out)/"figures"
-    figs = {"fig3_right_supervised_ncc": fig_supervised_ncc(m, {"supervised + AutoAugment": r["sup_aug"],
-                                                                "supervised": r["sup_noaug"], "SSL": r["main"]}),
-            "fig7_top_width": fig_width(m, [r["narrow"], r["res5"], r["wide"]]),
-            "fig7_bottom_depth": fig_depth(m, [r["res5"], r["main"]]),
-            "fig10_mu": fig_mu(m, t["log"], {5.: r["mu5"], 25.: r["res5"], 100.: r["mu100"]}),
-            "fig11_top_methods": fig_methods(m, {"VICReg": r["res5"], "SimCLR": r["simclr"]}),
-            "fig4_randomness": fig_randomness(t["random"][t["random"].run == r["res5"]]),
-            "fig12_generators": fig_generators(t["random"][t["random"].run == r["res5"]]),
-            "fig11_bottom_random": fig_randomness_compare(t["random"][t["random"].run.isin([r["res5"], r["simclr"]])])}
+def study_figure_makers(out:Path, study:Study, t:dict)->dict:
+    "{file name: a function that draws it} for every figure of the study, the single-run ones from their members."
+    r, m, rnd = study.roles, t["metrics"], t["random"]
+    figs = {"fig3_right_supervised_ncc": lambda: fig_supervised_ncc(m, {"supervised + AutoAugment": r["sup_aug"],
+                                                                        "supervised": r["sup_noaug"], "SSL": r["main"]}),
+            "fig7_top_width": lambda: fig_width(m, [r["narrow"], r["res5"], r["wide"]]),
+            "fig7_bottom_depth": lambda: fig_depth(m, [r["res5"], r["main"]]),
+            "fig10_mu": lambda: fig_mu(m, t["log"], {5.: r["mu5"], 25.: r["res5"], 100.: r["mu100"]}),
+            "fig11_top_methods": lambda: fig_methods(m, {"VICReg": r["res5"], "SimCLR": r["simclr"]}),
+            "fig4_randomness": lambda: fig_randomness(rnd[rnd.run == r["res5"]]),
+            "fig12_generators": lambda: fig_generators(rnd[rnd.run == r["res5"]]),
+            "fig11_bottom_random": lambda: fig_randomness_compare(rnd[rnd.run.isin([r["res5"], r["simclr"]])])}
     for k, (title, name) in enumerate(study.other.items()):
-        figs[f"fig{8 + k}_{name}"] = fig_dataset(m, name, title)
-    paths = [save_figure(f, fig, n) for n, f in figs.items()]
+        figs[f"fig{8 + k}_{name}"] = (lambda name, title: lambda: fig_dataset(m, name, title))(name, title)
     for role, names in COPIED.items():
-        for n in names:
-            for src in sorted((run_dir(out, r[role])/"figures").glob(f"{n}.*")):
-                shutil.copyfile(src, fig/src.name); paths += [fig/src.name] if src.suffix == ".png" else []
-    return sorted(paths)
+        drawn = run_figures(run_dir(out, r[role]))
+        figs.update({n: drawn[n] for n in names if n in drawn})
+    return figs
+
+def study_figures(out:Path, study:Study, t:dict)->list[Path]:
+    "Draw every figure of the study into <out>/figures (the single-run ones from the member they belong to)."
+    return sorted(save_figure(draw(), Path(out)/"figures", n) for n, draw in study_figure_makers(out, study, t).items())
 
 # %% ../nbs/15_studies.ipynb #w3b140021
 ON_RES5 = ("s4-linear-semantic-gain", "s4-regularization-drives", "s4-compression")
@@ -341,19 +341,24 @@ def study_claims(out:Path, study:Study, t:dict)->list[dict]:
         *methods_claims(m, r["res5"], r["simclr"], ne[r["res5"]])])
 
 # %% ../nbs/15_studies.ipynb #w3b140022
-def _member_line(out:Path, m:Member)->str:
-    c, tf = member_config(m), run_dir(out, m.name)/"timings.json"
-    t = sum(json.loads(tf.read_text()).values()) if tf.exists() else float("nan")
+def _member_line(out:Path, m:Member, seeds:int=1)->str:
+    c, outs = member_config(m), [out] if seeds == 1 else [seed_dir(out, k) for k in range(seeds)]
+    tfs = [run_dir(o, m.name)/"timings.json" for o in outs]
+    t = sum(sum(json.loads(f.read_text()).values()) for f in tfs) if all(f.exists() for f in tfs) else float("nan")
     return (f"| {m.name} | `{m.preset}` {' '.join(f'`{s}`' for s in m.sets)} | {c.method} | {model_name(c)} | "
             f"{c.dataset} | {c.epochs} | {t:.0f} s |")
 
-def write_study_report(out:Path, study:Study, figures:list, wall:float|None=None)->Path:
+def write_study_report(out:Path, study:Study, figures:list, wall:float|None=None, seeds:int=1)->Path:
     "<out>/report.md: the study, its members, the departures from the paper, its claims and its figures."
     claims = read_claims(Path(out)/"claims.csv")
-    parts = [f"# revssl study — `{study.name}`", "", f"Budget: {study.budget}."
+    several = ("" if seeds == 1 else f" Every member ran with {seeds} seeds (offsets 0..{seeds - 1}, in `seed<k>/`, "
+               "same images); wall times are summed over the seeds, curves are the seeds' mean with a min–max band, "
+               "and a claim is reproduced only if it holds in every seed.")
+    parts = [f"# revssl study — `{study.name}`" + ("" if seeds == 1 else f", {seeds} seeds"), "",
+             f"Budget: {study.budget}." + several
              + (f" This run of the study: {wall:.0f} s of wall time." if wall is not None else ""), "",
              "## Members", "", "| member | preset and overrides | method | backbone | data | epochs | wall time |",
-             "|---|---|---|---|---|---|---|", *[_member_line(out, m) for m in study.members], "",
+             "|---|---|---|---|---|---|---|", *[_member_line(out, m, seeds) for m in study.members], "",
              "## Departures from the paper", "", *[f"- {d}" for d in study.departures or ("none: the paper's runs",)],
              "", f"## The paper's claims ({claims_summary(claims)})", "", claims_table(claims), "", "## Figures", "",
              *[f"![{p.stem}](figures/{p.name})" for p in figures]]
@@ -362,6 +367,15 @@ def write_study_report(out:Path, study:Study, figures:list, wall:float|None=None
 
 # %% ../nbs/15_studies.ipynb #w3b140024
 LAUNCHERS = ("local", "slurm")
+
+def check_seed_study_dir(out:Path, name:str, seeds:int):
+    "Raise `StudyError` when `out` holds another study, or a single study where seeds are asked for (or the reverse)."
+    held = json.loads((out/"study.json").read_text()) if (out/"study.json").exists() else {}
+    if held and held.get("study") != name:
+        raise StudyError(f"{out} holds study {held.get('study')!r}, not {name!r}; choose another --out")
+    if held and (seeds > 1) != ("seeds" in held):
+        raise StudyError(f"{out} holds a study of {held.get('seeds', 1)} seed(s), not {seeds}: seed studies and "
+                         f"single studies go in folders of their own; choose another --out")
 
 def _select(study:Study, names:list|None)->list:
     return list(study.members) if not names else [study.member(n) for n in names]
@@ -373,22 +387,35 @@ def run_study(name:str,                # a key of `STUDIES`
               members:list|None=None,  # run only these members (default: all)
               progress:bool=False,     # show progress bars
               executor=None,           # a submitit executor (tests: submitit.LocalExecutor)
+              seeds:int=1,             # > 1: the whole study once per seed offset, in <out>/seed<k>, then combined
              )->Path|list:
     "Run a study: checks first, then its unfinished members, then (all finished) its tables, figures and claims."
     t0, study = time.time(), get_study(name)
     if launcher not in LAUNCHERS: raise StudyError(f"unknown launcher {launcher!r}; choose one of {LAUNCHERS}")
-    out, todo = Path(out or Path("runs")/f"study-{name}"), _select(study, members)
-    check_data(study, todo); check_study_dir(out, study, todo)
-    out.mkdir(parents=True, exist_ok=True)
-    write_if_changed(out/"study.json", json.dumps({"study": name, "members": [m.name for m in study.members]},
-                                                  indent=1).encode())
-    todo = [m for m in todo if not member_done(out, m)]
-    if launcher == "slurm":
-        print(gpu_hours(Study(name, tuple(todo), {}, {}, "")).round(2).to_string(index=False))
-        return submit_slurm(out, todo, executor)
-    run_local(out, todo, jobs, progress)
-    if not all(member_done(out, m) for m in study.members): return out
-    return finish_study(out, study, time.time() - t0)
+    if seeds < 1: raise StudyError(f"--seeds must be >= 1, got {seeds}")
+    out = Path(out or Path("runs")/(f"study-{name}" + (f"-{seeds}seeds" if seeds > 1 else "")))
+    parts = [(out, study)] if seeds == 1 else [(seed_dir(out, k), seeded(study, k)) for k in range(seeds)]
+    check_seed_study_dir(out, name, seeds)
+    check_data(study, _select(study, members))
+    for o, s in parts: check_study_dir(o, s, _select(s, members))
+    if seeds > 1:
+        out.mkdir(parents=True, exist_ok=True)
+        write_if_changed(out/"study.json", json.dumps({"study": name, "seeds": seeds}, indent=1).encode())
+    jobs_out = []
+    for o, s in parts:
+        o.mkdir(parents=True, exist_ok=True)
+        write_if_changed(o/"study.json", json.dumps({"study": name, "members": [m.name for m in s.members]},
+                                                    indent=1).encode())
+        todo = [m for m in _select(s, members) if not member_done(o, m)]
+        if launcher == "slurm":
+            print(gpu_hours(Study(name, tuple(todo), {}, {}, "")).round(2).to_string(index=False))
+            jobs_out += submit_slurm(o, todo, executor)
+        else: run_local(o, todo, jobs, progress)
+    if launcher == "slurm": return jobs_out
+    if not all(member_done(o, m) for o, s in parts for m in s.members): return out
+    if seeds == 1: return finish_study(out, study, time.time() - t0)
+    for o, s in parts: finish_study(o, s)
+    return finish_study_seeds(out, study, seeds, time.time() - t0)
 
 def finish_study(out:Path, study:Study, wall:float|None=None)->Path:
     "The study's stacked tables, figures, claims.csv and report.md, from its finished members."
@@ -396,3 +423,27 @@ def finish_study(out:Path, study:Study, wall:float|None=None)->Path:
     figs = study_figures(out, study, t)
     write_claims(study_claims(out, study, t), Path(out)/"claims.csv")
     return write_study_report(out, study, figs, wall)
+
+# %% ../nbs/15_studies.ipynb #52cfd05e
+def seeded(study:Study, # a study
+           k:int,       # the seed offset
+          )->Study:
+    "`study` with every member's seed moved by `k`, its images (data seed) unchanged; the study itself for k = 0."
+    if k == 0: return study
+    def move(m:Member)->Member:
+        c = member_config(m)
+        return replace(m, sets=m.sets + (f"seed={c.seed + k}", f"data_seed={data_seed_of(c)}"))
+    return replace(study, members=tuple(move(m) for m in study.members))
+
+def finish_study_seeds(out:Path, study:Study, seeds:int, wall:float|None=None)->Path:
+    "The seed folder's stacked tables, banded figures, combined claims.csv and report.md, from its finished seed studies."
+    parts = [(seed_dir(out, k), seeded(study, k)) for k in range(seeds)]
+    tabs = [study_tables(o, s) for o, s in parts]
+    for name, key in (("metrics.csv", "metrics"), ("train_log.csv", "log"), ("randomness.csv", "random")):
+        d = pd.concat([t[key].assign(seed=k) for k, t in enumerate(tabs)], ignore_index=True)
+        write_if_changed(Path(out)/name, d.to_csv(index=False).encode())
+    draws = [study_figure_makers(o, s, t) for (o, s), t in zip(parts, tabs)]
+    figs = sorted(save_figure(with_band([d[n]() for d in draws]), Path(out)/"figures", n) for n in draws[0])
+    rows = [read_claims(o/"claims.csv").to_dict("records") for o, _ in parts]
+    write_claims(combine_seeds(rows, list(range(seeds))), Path(out)/"claims.csv")
+    return write_study_report(out, study, figs, wall, seeds)

@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from .files import atomic_write, write_if_changed
-from .config import Config, validate, config_to_dict, config_from_dict
+from .config import Config, validate, config_to_dict, config_from_dict, data_seed_of
 from .losses import ssl_loss, VICRegTerms, SimCLRTerms, BarlowTwinsTerms
 from .models import build_model
 from .datasets import load_dataset, dataset_info
@@ -25,10 +25,10 @@ from .distributed import resolve_device  # re-exported: revssl.analysis imports 
 __all__ = ['CKPT_FORMAT', 'LOADER_WORKERS', 'TRAINING_FIELDS', 'SPECTRUM_BATCH', 'save_checkpoint', 'CheckpointError',
            'load_checkpoint', 'subset_indices', 'load_train_set', 'make_optimizer', 'make_scheduler', 'build_augment',
            'build_loader', 'loss_kwargs', 'term_names', 'view_terms', 'ssl_step', 'supervised_step',
-           'TrainingInterrupted', 'NonFiniteLoss', 'prepare_run_dir', 'Run', 'scale_init', 'init_run', 'spectrum_batch',
-           'spectrum_rows', 'log_spectrum', 'restore_state', 'save_weights', 'save_state', 'save_epoch_files',
-           'forward_module', 'build_run', 'check_finite', 'stop_on_signal', 'log_epoch', 'epoch_batches', 'batch_terms',
-           'train_epochs', 'train', 'predict', 'save_predictions']
+           'TrainingInterrupted', 'NonFiniteLoss', 'config_diff', 'prepare_run_dir', 'Run', 'scale_init', 'init_run',
+           'spectrum_batch', 'spectrum_rows', 'log_spectrum', 'restore_state', 'save_weights', 'save_state',
+           'save_epoch_files', 'forward_module', 'build_run', 'check_finite', 'stop_on_signal', 'log_epoch',
+           'epoch_batches', 'batch_terms', 'train_epochs', 'train', 'predict', 'save_predictions']
 
 # %% ../nbs/05_train.ipynb #669d5607
 CKPT_FORMAT = "revssl-checkpoint-v1"
@@ -67,7 +67,7 @@ def subset_indices(n:int, # size of the whole set
 def load_train_set(cfg:Config)->tuple[Tensor, dict]:
     "Training images (uint8 [N, C, H, W]) and labels of `cfg.dataset`, subset by `cfg.train_subset`."
     x, ys = load_dataset(cfg.dataset, "train", root=cfg.data_root)
-    idx = subset_indices(len(x), cfg.train_subset, cfg.seed)
+    idx = subset_indices(len(x), cfg.train_subset, data_seed_of(cfg))
     return x[idx], {k: v[idx] for k, v in ys.items()}
 
 # %% ../nbs/05_train.ipynb #48fd44b8
@@ -163,6 +163,13 @@ TRAINING_FIELDS = ("dataset", "train_subset", "augment", "arch", "depth", "width
                    "nu", "temperature", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "seed",
                    "init_scale", "spectrum_every")
 
+def config_diff(old:Config, # the config a run directory holds
+                new:Config, # the config asked for
+               )->list[str]:
+    "The fields that change training (TRAINING_FIELDS and the data seed) in which `new` differs, as 'field: old -> new'."
+    d = [f"{k}: {getattr(old, k)!r} -> {getattr(new, k)!r}" for k in TRAINING_FIELDS if getattr(old, k) != getattr(new, k)]
+    return d + ([f"data_seed: {data_seed_of(old)} -> {data_seed_of(new)}"] if data_seed_of(old) != data_seed_of(new) else [])
+
 def prepare_run_dir(out:Path, # the run directory
                     cfg:Config,
                     resume:bool, # continuing the run that `out` holds
@@ -177,8 +184,7 @@ def prepare_run_dir(out:Path, # the run directory
     cfg_path = out/"config.json"
     if cfg_path.exists():
         old = config_from_dict(json.loads(cfg_path.read_text()))
-        diff = ", ".join(f"{k}: {getattr(old, k)!r} -> {getattr(cfg, k)!r}" for k in TRAINING_FIELDS
-                         if getattr(old, k) != getattr(cfg, k))
+        diff = ", ".join(config_diff(old, cfg))
         if diff: raise ValueError(f"{out} holds a run with a different config ({diff}); use another --out")
         if not resume and (out/"checkpoints"/"last.pt").exists():
             raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
@@ -248,7 +254,7 @@ SPECTRUM_BATCH = 512   # images of the fixed batch whose embedding spectrum is l
 def spectrum_batch(cfg:Config, images:Tensor, info)->Tensor|None:
     "The fixed, normalised, unaugmented spectrum batch of `cfg` (None when `spectrum_every` is 0)."
     if not cfg.spectrum_every: return None
-    return normalize(images[subset_indices(len(images), SPECTRUM_BATCH, cfg.seed).to(images.device)], info.mean,
+    return normalize(images[subset_indices(len(images), SPECTRUM_BATCH, data_seed_of(cfg)).to(images.device)], info.mean,
                      info.std)
 
 @torch.no_grad()

@@ -41,7 +41,8 @@ def test_smoke_reproduction_writes_every_artifact(smoke):
     assert "## The paper's claims" in rep and "not measured" in rep
     assert "| s4-sample-clusters | §4, Fig. 2 left |" in rep
     claims = pd.read_csv(out / "claims.csv", dtype=str, keep_default_na=False)
-    assert list(claims.columns) == ["id", "section", "figure", "claim", "criterion", "paper", "measured", "verdict"]
+    assert list(claims.columns) == ["id", "section", "figure", "claim", "criterion", "paper", "measured", "verdict",
+                                    "held_in"]
     assert set(claims.verdict) <= {"reproduced", "not reproduced", "not measured"} and claims.id.is_unique
     assert all(f"| {i} |" in rep for i in claims.id)   # report.md renders every row of claims.csv
     log = pd.read_csv(out / "train_log.csv")

@@ -1,5 +1,6 @@
-"""Studies end to end: the smoke study (every cross-run figure and claim, verdicts recomputed from its tables, a rerun
-that trains nothing), the submitit path through its local executor, and clean stops of a member job."""
+"""Studies end to end: the smoke study over two seeds (each seed's study with every cross-run figure and claim,
+verdicts recomputed from its tables; the seed folder with banded figures and claims held in both seeds; a rerun that
+trains nothing), the submitit path through its local executor, and clean stops of a member job."""
 import json, math, subprocess, sys, time
 from pathlib import Path
 
@@ -10,7 +11,9 @@ from revssl.claims import binomial_se, read_claims
 from revssl.clustering import S4_CLAIMS, S4_STUDY_CLAIMS, B3_CLAIMS
 from revssl.hierarchies import S6_CLAIMS, B_LAYER_CLAIMS
 from revssl.randomness import S5_CLAIMS
-from revssl.studies import (SMOKE, Member, MemberJob, run_dir, run_study, study_claims, study_tables, submit_slurm)
+from revssl.studies import (SMOKE, Member, MemberJob, StudyError, run_dir, run_study, seeded, study_claims,
+                            study_tables, submit_slurm)
+from revssl.studies import member_config
 
 FIGURES = ["fig1_umap", "fig2_clustering", "fig3_losses", "fig3_right_supervised_ncc", "fig4_randomness",
            "fig5_layers", "fig6_clustering_raw", "fig7_top_width", "fig7_bottom_depth", "fig8_digits-seed1",
@@ -18,12 +21,17 @@ FIGURES = ["fig1_umap", "fig2_clustering", "fig3_losses", "fig3_right_supervised
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("study") / "smoke"
+def smoke_seeds(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study") / "smoke-2seeds"
     t = time.time()
-    run_study("smoke", out, jobs=2)
-    print(f"smoke study: {time.time() - t:.0f} s")   # stated, never asserted
+    run_study("smoke", out, jobs=2, seeds=2)
+    print(f"smoke study, 2 seeds: {time.time() - t:.0f} s")   # stated, never asserted
     return out
+
+
+@pytest.fixture(scope="module")
+def smoke(smoke_seeds):
+    return smoke_seeds / "seed0"      # seed 0 is the study as a single-seed run makes it
 
 
 def test_every_figure_and_claim(smoke):
@@ -66,12 +74,38 @@ def test_verdicts_come_from_the_tables(smoke):
     assert meas["s5-gap-grows"].startswith("[vicreg-res5]")
 
 
-def test_rerun_trains_nothing(smoke):
-    ck = {p: p.stat().st_mtime_ns for p in (smoke / "runs").rglob("*.pt")}
-    claims = (smoke / "claims.csv").read_bytes()
-    run_study("smoke", smoke)
-    assert {p: p.stat().st_mtime_ns for p in (smoke / "runs").rglob("*.pt")} == ck
-    assert (smoke / "claims.csv").read_bytes() == claims
+def test_seed_folder_bands_and_held_in(smoke_seeds):
+    out = smoke_seeds
+    for f in FIGURES:
+        assert (out / "figures" / f"{f}.png").stat().st_size > 1000, f
+    m = pd.read_csv(out / "metrics.csv")
+    assert sorted(m.seed.unique()) == [0, 1] and set(m.run) == {x.name for x in SMOKE.members}
+    c = read_claims(out / "claims.csv").set_index("id")
+    per = [read_claims(out / f"seed{k}" / "claims.csv").set_index("id").verdict for k in (0, 1)]
+    for i, r in c.iterrows():
+        held = sum(p[i] == "reproduced" for p in per)
+        assert r.verdict == ("not measured" if all(p[i] == "not measured" for p in per)
+                             else "reproduced" if held == 2 else "not reproduced"), i
+    cfg1 = json.loads((run_dir(out / "seed1", "vicreg-main") / "config.json").read_text())
+    assert (cfg1["seed"], cfg1["data_seed"]) == (1, 0)
+    assert member_config(seeded(SMOKE, 1).member("vicreg-main")).seed == 1
+    rep = (out / "report.md").read_text()
+    assert "2 seeds" in rep and "| held in |" in rep
+
+
+def test_rerun_trains_nothing(smoke_seeds):
+    ck = {p: p.stat().st_mtime_ns for p in smoke_seeds.rglob("*.pt")}
+    claims = (smoke_seeds / "claims.csv").read_bytes()
+    run_study("smoke", smoke_seeds, seeds=2)
+    assert {p: p.stat().st_mtime_ns for p in smoke_seeds.rglob("*.pt")} == ck
+    assert (smoke_seeds / "claims.csv").read_bytes() == claims
+
+
+def test_single_and_seed_studies_do_not_mix(smoke_seeds, smoke):
+    with pytest.raises(StudyError, match="holds a study of 2 seed"):
+        run_study("smoke", smoke_seeds, seeds=1)
+    with pytest.raises(StudyError, match="holds a study of 1 seed"):
+        run_study("smoke", smoke, seeds=2)
 
 
 def test_submitit_local_executor(tmp_path):
