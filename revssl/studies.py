@@ -31,8 +31,8 @@ __all__ = ['ROLES', 'SMOKE', 'DEMO', 'PAPER', 'STUDIES', 'COPIED', 'ON_RES5', 'L
            'member_config', 'get_study', 'missing_datasets', 'check_data', 'run_dir', 'check_study_dir', 'member_done',
            'train_member', 'generator_key', 'waves', 'run_local', 'train_command', 'MemberJob', 'flops_per_view',
            'gpu_hours', 'submit_slurm', 'stack', 'study_tables', 'study_figure_makers', 'study_figures',
-           'single_run_rows', 'study_claims', 'write_study_report', 'check_seed_study_dir', 'run_study', 'finish_study',
-           'seeded', 'finish_study_seeds']
+           'single_run_rows', 'study_claims', 'member_seconds', 'write_study_report', 'check_seed_study_dir',
+           'run_study', 'finish_study', 'seeded', 'finish_study_seeds']
 
 # %% ../nbs/15_studies.ipynb #w3b140005
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ DEMO = Study("demo", _family("demo", _d("depth=6", *_w(40)), _d("depth=3", *_w(4
                                               "analysis_epochs=0,1,2,4,6", "mine=false", "eval_train=1000",
                                               "eval_test=450", "sample_n=50")}),
              _ROLES, {"Fig. 8 — B.2 on digits": "digits-res3", "Fig. 9 — B.2 on digits": "digits-res3"},
-             "at most 60 minutes on 2 CPU cores (about 40 extrapolated from a one-epoch pilot)",
+             "at most 60 minutes on 2 CPU cores (about 40 extrapolated from a one-epoch pilot; 21 measured)",
              ("Fashion-MNIST (28×28, 10 classes, 5 superclasses), 5000 training images, 6 epochs instead of CIFAR-100 "
               "for 1000", "RES-3/6 instead of RES-5/10; widths 8, 40, 160 (1 : 5 : 20)", "MINE off",
               "B.2: digits (bundled) instead of CIFAR-10 and Food-101", "one learning rate, 0.02, for every member "
@@ -341,10 +341,13 @@ def study_claims(out:Path, study:Study, t:dict)->list[dict]:
         *methods_claims(m, r["res5"], r["simclr"], ne[r["res5"]])])
 
 # %% ../nbs/15_studies.ipynb #w3b140022
+def member_seconds(out:Path, m:Member, seeds:int=1)->float:
+    "Wall time of member `m` (all its stages, summed over its seeds) from its timings.json; nan when one is missing."
+    tfs = [run_dir(o, m.name)/"timings.json" for o in ([out] if seeds == 1 else [seed_dir(out, k) for k in range(seeds)])]
+    return sum(sum(json.loads(f.read_text()).values()) for f in tfs) if all(f.exists() for f in tfs) else float("nan")
+
 def _member_line(out:Path, m:Member, seeds:int=1)->str:
-    c, outs = member_config(m), [out] if seeds == 1 else [seed_dir(out, k) for k in range(seeds)]
-    tfs = [run_dir(o, m.name)/"timings.json" for o in outs]
-    t = sum(sum(json.loads(f.read_text()).values()) for f in tfs) if all(f.exists() for f in tfs) else float("nan")
+    c, t = member_config(m), member_seconds(out, m, seeds)
     return (f"| {m.name} | `{m.preset}` {' '.join(f'`{s}`' for s in m.sets)} | {c.method} | {model_name(c)} | "
             f"{c.dataset} | {c.epochs} | {t:.0f} s |")
 
@@ -354,9 +357,10 @@ def write_study_report(out:Path, study:Study, figures:list, wall:float|None=None
     several = ("" if seeds == 1 else f" Every member ran with {seeds} seeds (offsets 0..{seeds - 1}, in `seed<k>/`, "
                "same images); wall times are summed over the seeds, curves are the seeds' mean with a min–max band, "
                "and a claim is reproduced only if it holds in every seed.")
+    total = sum(member_seconds(out, m, seeds) for m in study.members)
     parts = [f"# revssl study — `{study.name}`" + ("" if seeds == 1 else f", {seeds} seeds"), "",
-             f"Budget: {study.budget}." + several
-             + (f" This run of the study: {wall:.0f} s of wall time." if wall is not None else ""), "",
+             f"Budget: {study.budget}." + several + f" Wall time of the members, summed: {total:.0f} s "
+             f"({total / 60:.0f} min)" + (f"; this call: {wall:.0f} s." if wall is not None else "."), "",
              "## Members", "", "| member | preset and overrides | method | backbone | data | epochs | wall time |",
              "|---|---|---|---|---|---|---|", *[_member_line(out, m, seeds) for m in study.members], "",
              "## Departures from the paper", "", *[f"- {d}" for d in study.departures or ("none: the paper's runs",)],
