@@ -51,9 +51,10 @@ SEED_TABLES = ("metrics.csv", "train_log.csv", "randomness.csv", "bn_compare.csv
 
 def stack_seeds(out:Path, cfgs:list[Config], name:str)->pd.DataFrame|None:
     "The `name` table of every seed run with a `seed` column, written to out/name (None when no seed has it)."
-    frames = [pd.read_csv(p).assign(seed=c.seed) for k, c in enumerate(cfgs) if (p := seed_dir(out, k)/name).exists()]
-    if not frames: return None
-    d = pd.concat(frames, ignore_index=True)
+    found = [(c.seed, pd.read_csv(p)) for k, c in enumerate(cfgs) if (p := seed_dir(out, k)/name).exists()]
+    if not found: return None
+    if any("seed" in f.columns for _, f in found): raise SeedsError(f"{name} of a seed run has a seed column already")
+    d = pd.concat([f.assign(seed=s) for s, f in found], ignore_index=True)
     write_if_changed(Path(out)/name, d.to_csv(index=False).encode())
     return d
 
@@ -64,17 +65,17 @@ def _merge_lines(ax, others:list):
         ys = [line.get_ydata()] + [o.lines[j].get_ydata() for o in others]
         if not all(np.array_equal(np.asarray(o.lines[j].get_xdata()), x) and len(y) == len(x)
                    for o, y in zip(others, ys[1:])): continue
-        y = np.asarray(ys, dtype=float)
+        try: xf, y = x.astype(float), np.asarray(ys, dtype=float)
+        except (TypeError, ValueError): continue   # categorical x: left as the first seed drew it
         line.set_ydata(y.mean(0))
-        if np.ptp(y, axis=0).max() > 0:
-            ax.fill_between(x.astype(float), y.min(0), y.max(0), color=line.get_color(), alpha=.2, lw=0)
+        if len(x) and np.ptp(y, axis=0).max() > 0:
+            ax.fill_between(xf, y.min(0), y.max(0), color=line.get_color(), alpha=.2, lw=0)
 
 def _merge_bars(ax, others:list):
-    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
-    for j, b in enumerate(bars):
-        hs = np.array([[r.get_height() for r in b]] +
-                      [[r.get_height() for r in [c for c in o.containers if isinstance(c, BarContainer)][j]]
-                       for o in others])
+    bars = lambda a: [c for c in a.containers if isinstance(c, BarContainer)]
+    if any([len(c) for c in bars(o)] != [len(c) for c in bars(ax)] for o in others): return
+    for j, b in enumerate(bars(ax)):
+        hs = np.array([[r.get_height() for r in b]] + [[r.get_height() for r in bars(o)[j]] for o in others])
         mean = hs.mean(0)
         for r, h in zip(b, mean): r.set_height(h)
         xc = [r.get_x() + r.get_width() / 2 for r in b]
