@@ -21,7 +21,7 @@ from .hierarchies import fig_layers, hierarchy_claims
 # %% auto #0
 __all__ = ['save_figure', 'run_tables', 'optional_table', 'run_figures', 'write_figures', 'headline_table', 's5_claims',
            'run_claims', 'claims_table', 'claims_summary', 'generators_text', 's5_section', 'bn_table', 'bn_sentence',
-           'bn_section', 'write_report', 'reproduce']
+           'bn_section', 'write_report', 'reproduce', 'run_seconds']
 
 # %% ../nbs/14_report.ipynb #864d8b87
 def save_figure(fig:plt.Figure, # the figure (closed once saved)
@@ -239,3 +239,9 @@ def reproduce(cfg,               # the validated config to run
     atomic_write(tfile, lambda t: Path(t).write_text(json.dumps(timings, indent=1)))
     write_report(out, timings)
     return out
+
+def run_seconds(run:Path, # a run directory
+               )->float:
+    "Wall time of all of a run's stages, from its timings.json (nan when it has none)."
+    f = Path(run)/"timings.json"
+    return sum(json.loads(f.read_text()).values()) if f.exists() else float("nan")

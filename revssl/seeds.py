@@ -16,7 +16,7 @@ from .files import write_if_changed
 from .train import config_diff
 from .claims import combine_seeds, read_claims, write_claims
 from .clustering import hierarchies, curve
-from .report import reproduce, run_figures, save_figure, claims_table, claims_summary
+from .report import reproduce, run_figures, run_seconds, save_figure, claims_table, claims_summary
 
 # %% auto #0
 __all__ = ['SEED_TABLES', 'seed_configs', 'seed_dir', 'SeedsError', 'check_seed_dirs', 'stack_seeds', 'with_band', 'seed_spread',
@@ -49,9 +49,12 @@ def check_seed_dirs(out:Path, cfgs:list[Config]):
 # %% ../nbs/14_seeds.ipynb #6dbeeeac
 SEED_TABLES = ("metrics.csv", "train_log.csv", "randomness.csv", "bn_compare.csv")
 
-def stack_seeds(out:Path, cfgs:list[Config], name:str)->pd.DataFrame|None:
-    "The `name` table of every seed run with a `seed` column, written to out/name (None when no seed has it)."
-    found = [(c.seed, pd.read_csv(p)) for k, c in enumerate(cfgs) if (p := seed_dir(out, k)/name).exists()]
+def stack_seeds(out:Path,       # the seed folder
+                seeds:list[int], # the seed column's value for seed<0>, seed<1>, ...
+                name:str,        # the table, e.g. "metrics.csv"
+               )->pd.DataFrame|None:
+    "The `name` table of every seed folder with a `seed` column, written to out/name (None when no seed has it)."
+    found = [(s, pd.read_csv(p)) for k, s in enumerate(seeds) if (p := seed_dir(out, k)/name).exists()]
     if not found: return None
     if any("seed" in f.columns for _, f in found): raise SeedsError(f"{name} of a seed run has a seed column already")
     d = pd.concat([f.assign(seed=s) for s, f in found], ignore_index=True)
@@ -121,15 +124,11 @@ def _spread_md(sp:pd.DataFrame)->str:
                      + f" | {r['mean']:.3f} ± {r['sd']:.3f} | {r['max'] - r['min']:.3f} |")
     return "\n".join(lines)
 
-def _wall(out:Path, k:int)->float:
-    f = seed_dir(out, k)/"timings.json"
-    return sum(json.loads(f.read_text()).values()) if f.exists() else float("nan")
-
 def write_seeds_report(out:Path, cfgs:list[Config], figures:list[Path])->Path:
     "out/report.md: the seeds, their wall times, the spread of the headline numbers, the claims and the figures."
     c, m = cfgs[0], pd.read_csv(Path(out)/"metrics.csv")
     claims = read_claims(Path(out)/"claims.csv")
-    walls = [_wall(out, k) for k in range(len(cfgs))]
+    walls = [run_seconds(seed_dir(out, k)) for k in range(len(cfgs))]
     parts = [f"# revssl report — `{c.name}`, {len(cfgs)} seeds", "",
              f"{c.method} on {c.dataset}, {model_name(c)}, {c.epochs} epochs; seeds "
              f"{', '.join(str(x.seed) for x in cfgs)}, all trained on the images of data seed {data_seed_of(c)} and "
@@ -149,7 +148,7 @@ def write_seeds_report(out:Path, cfgs:list[Config], figures:list[Path])->Path:
 def finish_seeds(out:Path, cfgs:list[Config])->Path:
     "The seed folder's stacked tables, banded figures, combined claims.csv and report.md, from finished seed runs."
     out = Path(out)
-    for name in SEED_TABLES: stack_seeds(out, cfgs, name)
+    for name in SEED_TABLES: stack_seeds(out, [c.seed for c in cfgs], name)
     draws = [run_figures(seed_dir(out, k)) for k in range(len(cfgs))]
     figs = [save_figure(with_band([d[n]() for d in draws]), out/"figures", n) for n in draws[0]
             if all(n in d for d in draws)]

@@ -21,8 +21,8 @@ from .hierarchies import (fig_width, fig_depth, fig_dataset, fig_methods, width_
                                 shallow_early_claim, other_datasets_claim, methods_claims)
 from .randomness import (GENERATORS, generator_config, generator_dir, fig_randomness, fig_generators,
                                fig_randomness_compare)
-from .report import save_figure, claims_table, claims_summary, reproduce, run_figures
-from .seeds import seed_dir, with_band
+from .report import save_figure, claims_table, claims_summary, reproduce, run_figures, run_seconds
+from .seeds import seed_dir, with_band, stack_seeds
 from .claims import combine_seeds
 from .files import write_if_changed
 
@@ -343,8 +343,8 @@ def study_claims(out:Path, study:Study, t:dict)->list[dict]:
 # %% ../nbs/15_studies.ipynb #w3b140022
 def member_seconds(out:Path, m:Member, seeds:int=1)->float:
     "Wall time of member `m` (all its stages, summed over its seeds) from its timings.json; nan when one is missing."
-    tfs = [run_dir(o, m.name)/"timings.json" for o in ([out] if seeds == 1 else [seed_dir(out, k) for k in range(seeds)])]
-    return sum(sum(json.loads(f.read_text()).values()) for f in tfs) if all(f.exists() for f in tfs) else float("nan")
+    outs = [out] if seeds == 1 else [seed_dir(out, k) for k in range(seeds)]
+    return sum(run_seconds(run_dir(o, m.name)) for o in outs)
 
 def _member_line(out:Path, m:Member, seeds:int=1)->str:
     c, t = member_config(m), member_seconds(out, m, seeds)
@@ -443,9 +443,7 @@ def finish_study_seeds(out:Path, study:Study, seeds:int, wall:float|None=None)->
     "The seed folder's stacked tables, banded figures, combined claims.csv and report.md, from its finished seed studies."
     parts = [(seed_dir(out, k), seeded(study, k)) for k in range(seeds)]
     tabs = [study_tables(o, s) for o, s in parts]
-    for name, key in (("metrics.csv", "metrics"), ("train_log.csv", "log"), ("randomness.csv", "random")):
-        d = pd.concat([t[key].assign(seed=k) for k, t in enumerate(tabs)], ignore_index=True)
-        write_if_changed(Path(out)/name, d.to_csv(index=False).encode())
+    for name in ("metrics.csv", "train_log.csv", "randomness.csv"): stack_seeds(out, list(range(seeds)), name)
     draws = [study_figure_makers(o, s, t) for (o, s), t in zip(parts, tabs)]
     figs = sorted(save_figure(with_band([d[n]() for d in draws]), Path(out)/"figures", n) for n in draws[0])
     rows = [read_claims(o/"claims.csv").to_dict("records") for o, _ in parts]
