@@ -1,6 +1,6 @@
 """revssl.datasets against files in each dataset's exact on-disk format: the resolution order, every kind of damaged
 file, missing datasets and downloads, and the digits split. The exact pixels and labels of each reader, Food-101's
-cache and the decoding are checked in nbs/03_datasets.ipynb, next to the code."""
+cache and the decoding are checked in nbs/03a_datasets.ipynb, next to the code."""
 import gzip
 import json
 import pickle

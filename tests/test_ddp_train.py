@@ -3,7 +3,7 @@
 Each rank takes half of every global batch (`revssl.distributed.rank_rows`); the augmentation is drawn for the whole
 global batch from one seeded generator, BatchNorm normalises over the global batch (`GatheredBatchNorm` on the CPU) and
 the loss gathers both ranks' embeddings, so each step computes, mathematically, the step of a single process on the
-whole batch. The helpers' one-process behaviour is tested in nbs/05_distributed.ipynb; this file runs two processes.
+whole batch. The helpers' one-process behaviour is tested in nbs/05b_distributed.ipynb; this file runs two processes.
 
 Bit-for-bit equality with the single-process run is not achievable, so it is not asserted: the gradient is summed over
 each rank's half and then all-reduced (instead of one sum over the batch), BatchNorm sums the gathered rows in another
