@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import numpy as np
 from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -16,11 +17,12 @@ from torchvision.transforms import v2
 from .datasets import IMAGENET_MEAN, IMAGENET_STD
 
 # %% auto #0
-__all__ = ['blur_kernel_size', 'resize_weights', 'resized_crop_batch', 'adjust_brightness_batch', 'adjust_contrast_batch',
-           'adjust_saturation_batch', 'adjust_hue_batch', 'rgb_to_grayscale_batch', 'blur_matrices',
-           'gaussian_blur_batch', 'solarize_batch', 'AugParams', 'sample_crop_boxes', 'normalize', 'SimCLRAugment',
-           'simclr_transform', 'SampleLevelSet', 'default_augment', 'sample_level_set', 'two_view_batches', 'item_seed',
-           'EpochBatches', 'torchvision_two_view_loader', 'random_crop_flip_batch', 'autoaugment_batch']
+__all__ = ['DRAWS', 'N_DRAWS', 'blur_kernel_size', 'resize_weights', 'resized_crop_batch', 'adjust_brightness_batch',
+           'adjust_contrast_batch', 'adjust_saturation_batch', 'adjust_hue_batch', 'rgb_to_grayscale_batch',
+           'blur_matrices', 'gaussian_blur_batch', 'solarize_batch', 'AugParams', 'AugDraws', 'as_draws',
+           'draw_uniforms', 'sample_crop_boxes', 'normalize', 'SimCLRAugment', 'simclr_transform', 'SampleLevelSet',
+           'default_augment', 'sample_level_set', 'two_view_batches', 'item_seed', 'EpochBatches',
+           'torchvision_two_view_loader', 'random_crop_flip_batch', 'autoaugment_batch']
 
 # %% ../nbs/04_augment.ipynb #68b8855f
 def blur_kernel_size(size:int, # side of the (square) views
@@ -87,11 +89,18 @@ def _separable(x:Tensor, my:Tensor, mx:Tensor)->Tensor:
 
 # %% ../nbs/04_augment.ipynb #00a905f1
 _LUMA = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
+_CONSTANTS = {}
+
+def _const(values:tuple, device, dtype=torch.float32)->Tensor:
+    "A small constant tensor, made once per device and dtype (creating it is a host-to-device copy on a GPU)."
+    key = (values, str(device), dtype)
+    if key not in _CONSTANTS: _CONSTANTS[key] = torch.tensor(values, device=device, dtype=dtype)
+    return _CONSTANTS[key]
 
 def _luma(x:Tensor)->Tensor:
     "Luma [B, 1, H, W] of RGB images [B, 3, H, W] (one matrix product: faster than three weighted adds on CPU)."
     B, _, H, W = x.shape
-    w = torch.tensor(_LUMA, device=x.device, dtype=x.dtype)
+    w = _const(_LUMA, x.device, x.dtype)
     return torch.matmul(w, x.reshape(B, 3, H * W)).view(B, 1, H, W)
 
 def _per_image(f:Tensor)->Tensor: return f.to(torch.float32).view(-1, 1, 1, 1)
@@ -133,7 +142,7 @@ def adjust_hue_batch(x:Tensor, # float images in [0, 1], [B, C, H, W]
     h_b = torch.add(h, h_g).neg_().add_(d, alpha=4)           # (r - g) + 4d when blue is
     h = h_b.lerp_(h_g.add_(d, alpha=2), is_g).lerp_(h, is_r)  # torchvision's priority: red, green, blue
     h.div_(d.clamp_min(1e-12)).add_(6 * f.to(x.dtype).view(-1, 1, 1, 1))                # 6 * shifted hue
-    t = h + torch.tensor([3., 1., -1.], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)  # k - 2 per channel
+    t = h + _const((3., 1., -1.), x.device, x.dtype).view(1, 3, 1, 1)                    # k - 2 per channel
     t.sub_(torch.round(t * (1 / 6)), alpha=6).abs_().sub_(1).clamp_(0, 1)               # (|k - 2| - 1) with k mod 6
     return t.mul_(d).add_(mn)                                 # = max - d * clamp(2 - |k - 2|, 0, 1)
 
@@ -198,17 +207,53 @@ class AugParams:
     def __getitem__(self, i): return AugParams(**{f.name: getattr(self, f.name)[i] for f in fields(self)})
     def to(self, device): return AugParams(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
+DRAWS = (("area", 10), ("log_ratio", 10), ("top", 1), ("left", 1), ("flip", 1), ("jitter", 1), ("factors", 4),
+         ("order", 4), ("gray", 1), ("blur", 1), ("sigma", 1), ("solarize", 1))   # columns of the table, in order
+
+class AugDraws(NamedTuple):
+    "The table of uniforms [n, 36] (float64) behind `n` views, and named views of its columns (one-column fields: [n])."
+    table:Tensor
+    area:Tensor; log_ratio:Tensor          # the crop's 10 candidate areas and log aspect ratios [n, 10]
+    top:Tensor; left:Tensor                # the crop's position
+    flip:Tensor; jitter:Tensor             # the flip and colour-jitter coins
+    factors:Tensor                         # brightness, contrast, saturation, hue factors [n, 4]
+    order:Tensor                           # keys whose argsort is the jitter order [n, 4]
+    gray:Tensor; blur:Tensor; sigma:Tensor; solarize:Tensor
+
+def as_draws(table:Tensor, # uniforms [n, 36]
+            )->AugDraws:
+    "Name the columns of a table of uniforms (views: writing into the table changes them)."
+    cols = table.split([k for _, k in DRAWS], dim=1)
+    return AugDraws(table, *(c.squeeze(1) if k == 1 else c for c, (_, k) in zip(cols, DRAWS)))
+
+N_DRAWS = sum(k for _, k in DRAWS)
+
+def draw_uniforms(generator:torch.Generator|None, # the source of randomness (None: the global RNG of `device`)
+                  n:int, # number of views
+                  device=None, # where to draw without a generator (default: the CPU)
+                  out:AugDraws|None=None, # a table to fill in place (e.g. a buffer reused by a CUDA graph)
+                 )->AugDraws:
+    "The uniforms of `n` views in one call of `generator`, in a new table or into `out`."
+    gdev = generator.device if generator is not None else torch.device(device or "cpu")
+    if out is None: return as_draws(torch.rand(n, N_DRAWS, generator=generator, device=gdev, dtype=torch.float64))
+    if out.table.shape != (n, N_DRAWS) or out.table.device.type != gdev.type:
+        raise ValueError(f"out holds a table {tuple(out.table.shape)} on {out.table.device}, "
+                         f"not ({n}, {N_DRAWS}) on {gdev}")
+    torch.rand(n, N_DRAWS, generator=generator, device=gdev, dtype=torch.float64, out=out.table)
+    return out
+
 # %% ../nbs/04_augment.ipynb #abf84e84
-def sample_crop_boxes(u:Tensor, # uniforms in [0, 1) [B, 22] (float64): 10 areas, 10 log-ratios, top, left
+def sample_crop_boxes(u:Tensor, # uniforms [B, 22] (float64; the first columns of `DRAWS`) or a whole table [B, 36]
                       height:int, width:int, # source image size
                       scale:tuple=(0.08, 1.0), # range of the crop's area fraction
                       ratio:tuple=(3 / 4, 4 / 3), # range of the crop's aspect ratio (width / height)
                      )->tuple[Tensor, Tensor, Tensor, Tensor]:
     "Crop boxes (top, left, h, w) of torchvision's RandomResizedCrop, vectorised over the rows of `u`."
+    u_area, u_ratio, u_top, u_left = u[:, :22].split([k for _, k in DRAWS[:4]], dim=1)   # the names of `DRAWS`
     area = height * width
-    target = area * (scale[0] + (scale[1] - scale[0]) * u[:, :10])
+    target = area * (scale[0] + (scale[1] - scale[0]) * u_area)
     lo, hi = math.log(ratio[0]), math.log(ratio[1])
-    aspect = torch.exp(lo + (hi - lo) * u[:, 10:20])
+    aspect = torch.exp(lo + (hi - lo) * u_ratio)
     w = torch.round(torch.sqrt(target * aspect)).long()
     h = torch.round(torch.sqrt(target / aspect)).long()
     ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
@@ -220,8 +265,8 @@ def sample_crop_boxes(u:Tensor, # uniforms in [0, 1) [B, 22] (float64): 10 areas
     else: fw, fh = width, height
     w = torch.where(found, w.gather(1, first)[:, 0], fw)
     h = torch.where(found, h.gather(1, first)[:, 0], fh)
-    top = torch.where(found, (u[:, 20] * (height - h + 1)).long(), (height - fh) // 2)
-    left = torch.where(found, (u[:, 21] * (width - w + 1)).long(), (width - fw) // 2)
+    top = torch.where(found, (u_top[:, 0] * (height - h + 1)).long(), (height - fh) // 2)
+    left = torch.where(found, (u_left[:, 0] * (width - w + 1)).long(), (width - fw) // 2)
     return top, left, h, w
 
 # %% ../nbs/04_augment.ipynb #a9d06b09
@@ -246,10 +291,14 @@ def _on_subset(x:Tensor, mask:Tensor, fn)->None:
     if len(idx) == len(x): x.copy_(fn(x, idx))
     elif len(idx): x.index_copy_(0, idx, fn(x.index_select(0, idx), idx))
 
+def _where_subset(x:Tensor, mask:Tensor, fn)->None:
+    "In place: x[mask] = fn(x, all indices)[mask], without reading the mask on the host (CUDA graphs)."
+    x.copy_(torch.where(mask.view(-1, 1, 1, 1), fn(x, slice(None)), x))
+
 def _channel_affine(mean:tuple, std:tuple, device)->tuple[Tensor, Tensor]:
     "Scale 1/std and shift -mean/std as [1, C, 1, 1] tensors: (x - mean) / std == x * scale + shift."
-    m = torch.tensor(mean, device=device, dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=device, dtype=torch.float32).view(1, -1, 1, 1)
+    m = _const(tuple(mean), device).view(1, -1, 1, 1)
+    s = _const(tuple(std), device).view(1, -1, 1, 1)
     return 1 / s, -m / s
 
 # %% ../nbs/04_augment.ipynb #915d4963
@@ -301,6 +350,22 @@ class SimCLRAugment(nn.Module):
 
     def extra_repr(self): return f"out_size={self.out_size}, mean={self.mean}, std={self.std}"
 
+    def params_of(self,
+                  d:AugDraws, # the views' uniforms (`draw_uniforms`)
+                  height:int, width:int, # size of the source images
+                 )->AugParams:
+        "The parameters the uniforms `d` decide: tensor operations only (nothing is read back to the host)."
+        top, left, h, w = sample_crop_boxes(d.table, height, width, self.scale, self.ratio)
+        f = d.factors.float()
+        (b0, b1), (c0, c1), (s0, s1), (h0, h1) = self.ranges
+        return AugParams(top=top, left=left, height=h, width=w, flip=d.flip < self.flip_p,
+                         jitter=d.jitter < self.jitter_p, order=d.order.argsort(1),
+                         brightness=b0 + (b1 - b0) * f[:, 0], contrast=c0 + (c1 - c0) * f[:, 1],
+                         saturation=s0 + (s1 - s0) * f[:, 2], hue=h0 + (h1 - h0) * f[:, 3],
+                         gray=d.gray < self.gray_p, blur=d.blur < self.blur_p,
+                         sigma=(self.blur_sigma[0] + (self.blur_sigma[1] - self.blur_sigma[0]) * d.sigma).float(),
+                         solarize=d.solarize < self.solarize_p)
+
     def sample_params(self,
                       n:int, # number of views
                       height:int, width:int, # size of the source images
@@ -308,23 +373,13 @@ class SimCLRAugment(nn.Module):
                       device=None, # device of the returned parameters (default: the draws' device)
                      )->AugParams:
         "Random parameters of `n` views: all draws from `generator` in one call."
-        gdev = generator.device if generator is not None else torch.device(device or "cpu")
-        u = torch.rand(n, 36, generator=generator, device=gdev, dtype=torch.float64)
-        top, left, h, w = sample_crop_boxes(u[:, :22], height, width, self.scale, self.ratio)
-        f = u[:, 24:28].float()
-        (b0, b1), (c0, c1), (s0, s1), (h0, h1) = self.ranges
-        p = AugParams(top=top, left=left, height=h, width=w, flip=u[:, 22] < self.flip_p,
-                      jitter=u[:, 23] < self.jitter_p, order=u[:, 28:32].argsort(1),
-                      brightness=b0 + (b1 - b0) * f[:, 0], contrast=c0 + (c1 - c0) * f[:, 1],
-                      saturation=s0 + (s1 - s0) * f[:, 2], hue=h0 + (h1 - h0) * f[:, 3],
-                      gray=u[:, 32] < self.gray_p, blur=u[:, 33] < self.blur_p,
-                      sigma=(self.blur_sigma[0] + (self.blur_sigma[1] - self.blur_sigma[0]) * u[:, 34]).float(),
-                      solarize=u[:, 35] < self.solarize_p)
+        p = self.params_of(draw_uniforms(generator, n, device), height, width)
         return p if device is None else p.to(device)
 
     def apply(self,
               x:Tensor, # images [B, C, H, W]: uint8, or float in [0, 1]
               p:AugParams, # parameters of the B views (see `sample_params`)
+              sync_free:bool=False, # no host sync (CUDA graphs): every image computes every step, `where` keeps its own
              )->Tensor:
         "Views [B, C, out_size, out_size] (float32, normalised) of `x` with parameters `p`."
         _check_images(x, len(self.mean))
@@ -341,11 +396,13 @@ class SimCLRAugment(nn.Module):
         out = torch.empty(B, C, self.out_size, self.out_size, device=x.device)
         chunk = self.chunk or (256 if x.device.type == "cpu" else B)
         for s in range(0, B, chunk):
-            self._augment_chunk(x[s:s + chunk], *(t[s:s + chunk] for t in plan), out=out[s:s + chunk])
+            self._augment_chunk(x[s:s + chunk], *(t[s:s + chunk] for t in plan), out=out[s:s + chunk],
+                                sync_free=sync_free)
         return out
 
     def _augment_chunk(self, x, f, is_c, is_s, is_h, hue, gray, blur, sigma, solarize, top, left, height, width, flip,
-                       out):
+                       out, sync_free=False):
+        on_subset = _where_subset if sync_free else _on_subset
         C, S = x.shape[1], self.out_size
         x = resized_crop_batch(x, top, left, height, width, S, flip, self.antialias,
                                gain=1 / 255 if x.dtype == torch.uint8 else 1.0)
@@ -355,10 +412,10 @@ class SimCLRAugment(nn.Module):
             luma = _luma(x) if C == 3 else x
             target = torch.addcmul(luma.mean((1, 2, 3), keepdim=True) * ck, luma, sk)   # (1 - f) * T
             x = torch.addcmul(target, x, fk).clamp_(0, 1)
-            _on_subset(x, is_h[:, k], lambda v, i: adjust_hue_batch(v, hue[i]))
-        if C == 3: _on_subset(x, gray, lambda v, i: _luma(v).expand_as(v))
-        _on_subset(x, blur, lambda v, i: gaussian_blur_batch(v, self.blur_kernel, sigma[i]))
-        _on_subset(x, solarize, lambda v, i: solarize_batch(v, self.solarize_threshold))
+            on_subset(x, is_h[:, k], lambda v, i: adjust_hue_batch(v, hue[i]))
+        if C == 3: on_subset(x, gray, lambda v, i: _luma(v).expand_as(v))
+        on_subset(x, blur, lambda v, i: gaussian_blur_batch(v, self.blur_kernel, sigma[i]))
+        on_subset(x, solarize, lambda v, i: solarize_batch(v, self.solarize_threshold))
         scale, shift = _channel_affine(self.mean, self.std, x.device)
         torch.mul(x, scale, out=out).add_(shift)
 

@@ -57,6 +57,7 @@ class Config:
     amp: bool = True                # bf16 autocast on CUDA
     channels_last: bool = True
     compile: bool = False           # torch.compile the model
+    cuda_graph: bool = False        # replay each training step as one CUDA graph (off until measured on a GPU)
     # checkpoints and analysis (§3, §4)
     analysis_epochs: tuple = (0, 1, 2, 4)  # epochs whose weights are analysed (0 = initialisation)
     eval_train: int = 1000          # train images used by the probes and NCC (0 = all)
@@ -107,6 +108,12 @@ def validate(cfg:Config)->Config:
     _check(cfg.method == "supervised" or cfg.augment != "none", "augment", "SSL methods need two augmented views")
     _check(cfg.method != "supervised" or cfg.augment != "torchvision", "augment",
            "'torchvision' is the two-view SSL pipeline; supervised runs use 'autoaugment', 'none' or 'batched'")
+    if cfg.cuda_graph:
+        _check(cfg.cuda_graph is True, "cuda_graph", f"must be true or false, got {cfg.cuda_graph!r}")
+        _check(not cfg.compile, "cuda_graph", "choose one of cuda_graph and compile (a compiled model is not captured)")
+        _check(cfg.optimizer == "sgd", "cuda_graph", f"the graphed step has SGD's update, not {cfg.optimizer!r}")
+        _check(cfg.augment in ("batched", "none"), "cuda_graph",
+               f"needs augment 'batched' or 'none' (on the device), got {cfg.augment!r}")
     return cfg
 
 # %% ../nbs/00b_config.ipynb #f07e3ff1
