@@ -4,7 +4,7 @@
 
 # %% ../nbs/05c_train.ipynb #3ee9b1a4
 from __future__ import annotations
-import csv, json, signal, time
+import csv, json, signal, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
@@ -16,19 +16,20 @@ from .config import Config, validate, config_to_dict, config_from_dict, data_see
 from .losses import ssl_loss, VICRegTerms, SimCLRTerms, BarlowTwinsTerms
 from .models import build_model
 from .datasets import load_dataset, dataset_info
-from .augment import SimCLRAugment, normalize, autoaugment_batch, torchvision_two_view_loader
+from .augment import SimCLRAugment, normalize, autoaugment_batch, torchvision_two_view_loader, draw_uniforms
 from .spectra import embedding_spectrum
 from .distributed import Dist, setup_distributed, global_batchnorm, rank_rows, augment_rows
 from .distributed import resolve_device  # re-exported: revssl.analysis imports it from here
 
 # %% auto #0
-__all__ = ['CKPT_FORMAT', 'LOADER_WORKERS', 'TRAINING_FIELDS', 'SPECTRUM_BATCH', 'save_checkpoint', 'CheckpointError',
-           'load_checkpoint', 'subset_indices', 'load_train_set', 'make_optimizer', 'make_scheduler', 'build_augment',
-           'build_loader', 'loss_kwargs', 'term_names', 'view_terms', 'ssl_step', 'supervised_step',
-           'TrainingInterrupted', 'NonFiniteLoss', 'config_diff', 'prepare_run_dir', 'Run', 'scale_init', 'init_run',
-           'spectrum_batch', 'spectrum_rows', 'log_spectrum', 'restore_state', 'save_weights', 'save_state',
-           'save_epoch_files', 'forward_module', 'build_run', 'check_finite', 'stop_on_signal', 'log_epoch',
-           'epoch_batches', 'batch_terms', 'train_epochs', 'train', 'predict', 'save_predictions']
+__all__ = ['CKPT_FORMAT', 'LOADER_WORKERS', 'TRAINING_FIELDS', 'SPECTRUM_BATCH', 'GRAPH_DDP_ERROR', 'save_checkpoint',
+           'CheckpointError', 'load_checkpoint', 'subset_indices', 'load_train_set', 'make_optimizer', 'make_scheduler',
+           'build_augment', 'build_loader', 'loss_kwargs', 'term_names', 'view_terms', 'ssl_step', 'supervised_step',
+           'logit_terms', 'TrainingInterrupted', 'NonFiniteLoss', 'config_diff', 'prepare_run_dir', 'Run', 'scale_init',
+           'init_run', 'spectrum_batch', 'spectrum_rows', 'log_spectrum', 'restore_state', 'save_weights', 'save_state',
+           'save_epoch_files', 'sgd_update', 'capture_cuda_graph', 'GraphedStep', 'graphed_step', 'forward_module',
+           'build_run', 'check_finite', 'stop_on_signal', 'log_epoch', 'epoch_batches', 'batch_terms', 'train_step',
+           'train_epochs', 'train', 'predict', 'save_predictions']
 
 # %% ../nbs/05c_train.ipynb #669d5607
 CKPT_FORMAT = "revssl-checkpoint-v1"
@@ -114,9 +115,10 @@ def term_names(method:str)->tuple:
 
 def view_terms(model, v:Tensor, cfg:Config, amp:bool,
                gather:bool=False, # the loss over every rank's embeddings (several processes)
+               cache:bool=True, # autocast's weight cache (off inside a CUDA graph capture)
               )->dict:
     "Loss terms of the stacked views `v` = [first views; second views] (rows of both halves are positive pairs)."
-    with torch.autocast(v.device.type, dtype=torch.bfloat16, enabled=amp):
+    with torch.autocast(v.device.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=cache):
         z = model(v)
     z1, z2 = z.float().chunk(2)
     return ssl_loss(cfg.method, z1, z2, **loss_kwargs(cfg), **({"gather": True} if gather else {}))._asdict()
@@ -135,7 +137,13 @@ def supervised_step(model, augment, x:Tensor, y:Tensor, gen, amp:bool,
     "Cross-entropy and accuracy of one supervised step."
     if rows is None: v = augment(x, generator=gen)
     else: v, y = augment_rows(augment, x, rows, gen), y[rows]
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+    return logit_terms(model, v, y, amp)
+
+def logit_terms(model, v:Tensor, y:Tensor, amp:bool,
+                cache:bool=True, # autocast's weight cache (off inside a CUDA graph capture)
+               )->dict:
+    "Cross-entropy and accuracy of the classifier `model` on the views `v` with classes `y`."
+    with torch.autocast(v.device.type, dtype=torch.bfloat16, enabled=amp, cache_enabled=cache):
         logits = model(v).float()
     return {"total": F.cross_entropy(logits, y), "accuracy": (logits.argmax(1) == y).float().mean()}
 
@@ -211,6 +219,7 @@ class Run:
     spec_x:Tensor|None = None   # the fixed spectrum batch, normalised (spectrum_every > 0), else None
     fwd:nn.Module|None = None   # what a step calls: `model`, in DDP with several processes, compiled if asked
     rows:Tensor|None = None     # this rank's rows of a batch (several processes), else None
+    graph:object = None         # the `GraphedStep` (cuda_graph on CUDA), else None
     epoch:int = 0               # epochs finished
     step:int = 0                # steps finished of epoch `epoch + 1` (after a stop in its middle)
     perm:Tensor|None = None     # that epoch's permutation (None: not drawn yet)
@@ -324,6 +333,105 @@ def save_epoch_files(r:Run):
     if r.epoch in r.cfg.analysis_epochs: save_weights(r)
     save_state(r)
 
+# %% ../nbs/05c_train.ipynb #5f8d9c59
+@torch.no_grad()
+def sgd_update(opt:torch.optim.SGD,
+               lr:Tensor, # the learning rate, a one-element tensor on the parameters' device
+              ):
+    "torch's SGD update (weight decay, momentum, no dampening or Nesterov) reading the learning rate from a tensor."
+    for grp in opt.param_groups:
+        if grp.get("dampening") or grp.get("nesterov") or grp.get("maximize"):
+            raise ValueError("sgd_update: dampening, nesterov and maximize are not supported")
+        ps = [p for p in grp["params"] if p.grad is not None]
+        if not ps: continue
+        step = [p.grad for p in ps]
+        if grp["weight_decay"]: step = torch._foreach_add(step, ps, alpha=grp["weight_decay"])
+        if grp["momentum"]:
+            for p in ps:        # torch starts a buffer at the first gradient: 0 * momentum + grad is the same
+                if opt.state[p].get("momentum_buffer") is None: opt.state[p]["momentum_buffer"] = torch.zeros_like(p)
+            bufs = [opt.state[p]["momentum_buffer"] for p in ps]
+            torch._foreach_mul_(bufs, grp["momentum"]); torch._foreach_add_(bufs, step)
+            step = bufs
+        torch._foreach_sub_(ps, torch._foreach_mul(step, lr))
+
+def capture_cuda_graph(body)->tuple:
+    "Record `body()` as a CUDA graph: (replay, the recorded call's outputs, which every replay overwrites)."
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g): out = body()
+    return g.replay, out
+
+class GraphedStep:
+    "The training step of a `Run` recorded once (augmentation, forward, loss, backward, SGD) and replayed."
+    def __init__(self, r:Run,
+                 capture=capture_cuda_graph, # records a step: body -> (replay, outputs)
+                 warmup:int=3, # eager steps before the capture
+                ):
+        cfg, dev = r.cfg, r.device
+        self.r, self.capture, self.warmup, self.calls = r, capture, warmup, 0
+        self.supervised = cfg.method == "supervised"
+        self.idx = torch.zeros(cfg.batch_size, dtype=torch.long, device=dev)           # the batch's image indices
+        n = cfg.batch_size * (1 if self.supervised else 2)
+        self.draws = draw_uniforms(None, n, dev) if isinstance(r.augment, SimCLRAugment) else None   # its uniforms
+        self.lr = torch.zeros((), device=dev)                                          # its learning rate
+        self.replay = self.out = self.failed = None
+
+    def views(self, x:Tensor)->Tensor:
+        "The augmented views of `x` from the uniforms in the buffer (normalisation alone with augment='none')."
+        a = self.r.augment
+        if self.draws is None: return a(x)
+        return a.apply(x, a.params_of(self.draws, x.shape[-2], x.shape[-1]), sync_free=True)
+
+    def body(self)->dict:
+        "One step from the buffers: its loss terms (detached); what the graph records."
+        r = self.r
+        x = r.images[self.idx]
+        if self.supervised: terms = logit_terms(r.fwd, self.views(x), r.y[self.idx], r.amp, cache=False)
+        else: terms = view_terms(r.fwd, self.views(torch.cat([x, x])), r.cfg, r.amp, cache=False)
+        r.opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        sgd_update(r.opt, self.lr)
+        return {k: t.detach() for k, t in terms.items()}
+
+    def eager(self)->dict:
+        "`body()` run eagerly (on a side stream on CUDA, as warm-up before a capture must)."
+        if self.r.device.type != "cuda": return self.body()
+        main, side = torch.cuda.current_stream(self.r.device), torch.cuda.Stream(self.r.device)
+        side.wait_stream(main)
+        with torch.cuda.stream(side): out = self.body()
+        main.wait_stream(side)
+        return out
+
+    def __call__(self, batch:Tensor)->dict:
+        "The step on `batch` (image indices): fill the buffers, then replay (warm up, capture, or run eagerly)."
+        r = self.r
+        self.idx.copy_(batch)
+        if self.draws is not None: draw_uniforms(r.gen, len(self.draws.table), out=self.draws)
+        self.lr.fill_(r.opt.param_groups[0]["lr"])
+        self.calls += 1
+        if self.replay is None and self.failed is None and self.calls > self.warmup:
+            try: self.replay, self.out = self.capture(self.body)
+            except Exception as e:
+                self.failed = f"{type(e).__name__}: {e}"[:300]
+                r.opt.zero_grad(set_to_none=True)
+                warnings.warn(f"cuda_graph: capturing the training step failed ({self.failed}); the run continues "
+                              "eagerly", RuntimeWarning)
+        if self.replay is None: return self.eager()
+        self.replay()
+        return self.out
+
+def graphed_step(r:Run, d:Dist)->GraphedStep|None:
+    "The `GraphedStep` of `r` when `cfg.cuda_graph` asks for one on CUDA; one warning (and None) on other devices."
+    if not r.cfg.cuda_graph: return None
+    if d.on: raise ValueError(GRAPH_DDP_ERROR)
+    if r.device.type != "cuda":
+        warnings.warn(f"cuda_graph: CUDA graphs need a CUDA device; this run on {r.device.type} trains eagerly",
+                      RuntimeWarning)
+        return None
+    return GraphedStep(r)
+
+GRAPH_DDP_ERROR = ("config field 'cuda_graph': not with several processes (DDP's gradient all-reduce is not recorded "
+                   "in the graph); run without cuda_graph")
+
 # %% ../nbs/05c_train.ipynb #c0783808
 def forward_module(model:nn.Module, cfg:Config, d:Dist, device:torch.device)->nn.Module:
     "What a step calls: `model`, in DDP with several processes, compiled when `cfg.compile`."
@@ -336,6 +444,7 @@ def build_run(cfg:Config, out:Path,
               resume:bool, # continue from out/checkpoints/last.pt when it exists
               d:Dist, device:torch.device)->Run:
     "This rank's `Run` of `cfg` in `out`: resumed from last.pt, or fresh with its epoch-0 files written."
+    if cfg.cuda_graph and d.on: raise ValueError(GRAPH_DDP_ERROR)   # before any work
     with d.together():                          # data first: a missing data set fails before anything is written
         images, labels = load_train_set(cfg)
         if len(images) < cfg.batch_size:
@@ -346,6 +455,7 @@ def build_run(cfg:Config, out:Path,
         resuming = resume and (r.ck_dir/"last.pt").exists()
         if resuming: restore_state(r, load_checkpoint(r.ck_dir/"last.pt", map_location=device))
     r.fwd = forward_module(r.model, cfg, d, device)
+    r.graph = graphed_step(r, d)                # after the restore: it records the restored optimiser's buffers
     if d.on: r.rows = rank_rows(cfg.batch_size, d.rank, d.world, 1 if cfg.method == "supervised" else 2).to(device)
     if not resuming:
         log_spectrum(r, d)                      # the initialisation's spectrum (step 0)
@@ -400,6 +510,15 @@ def batch_terms(r:Run, batch)->dict:
         return supervised_step(r.fwd, r.augment, r.images[batch], r.y[batch], r.gen, r.amp, r.rows)
     return ssl_step(r.fwd, r.augment, r.images[batch], r.cfg, r.gen, r.amp, r.rows)
 
+def train_step(r:Run, batch)->dict:
+    "One optimiser step on `batch`: replayed from the CUDA graph when there is one, else forward, backward, SGD."
+    if r.graph is not None and r.graph.failed is None: return r.graph(batch)
+    terms = batch_terms(r, batch)
+    r.opt.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    r.opt.step()
+    return terms
+
 def train_epochs(r:Run, d:Dist,
                  last:int, # the epoch to stop after
                  progress:bool, # show a tqdm bar (rank 0)
@@ -415,11 +534,9 @@ def train_epochs(r:Run, d:Dist,
             bad = torch.full((), -1, device=r.device)  # the first step with a non-finite loss (-1: none)
             t0, first = time.time(), r.step
             for s, batch in enumerate(epoch_batches(r, first), first):
-                terms = batch_terms(r, batch)
-                r.opt.zero_grad(set_to_none=True)
-                terms["total"].backward()
                 r.lr_sum += r.opt.param_groups[0]["lr"]   # the lr this step uses
-                r.opt.step(); r.sched.step()           # the learning rate is annealed per step
+                terms = train_step(r, batch)
+                r.sched.step()                         # the learning rate is annealed per step
                 vals = torch.stack([t.detach().float() for t in terms.values()])
                 sums = vals if sums is None else sums + vals   # on the device: no host sync per step
                 bad = torch.where((bad < 0) & ~torch.isfinite(vals[0]), torch.tensor(s, device=r.device), bad)
