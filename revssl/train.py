@@ -381,23 +381,24 @@ class GraphedStep:
         if self.draws is None: return a(x)
         return a.apply(x, a.params_of(self.draws, x.shape[-2], x.shape[-1]), sync_free=True)
 
-    def body(self)->dict:
-        "One step from the buffers: its loss terms (detached); what the graph records."
+    def body(self, update=None)->dict:
+        "One step from the buffers: its loss terms (detached); with the default `update` (`sgd_update`), what the graph records."
         r = self.r
         x = r.images[self.idx]
         if self.supervised: terms = logit_terms(r.fwd, self.views(x), r.y[self.idx], r.amp, cache=False)
         else: terms = view_terms(r.fwd, self.views(torch.cat([x, x])), r.cfg, r.amp, cache=False)
         r.opt.zero_grad(set_to_none=True)
         terms["total"].backward()
-        sgd_update(r.opt, self.lr)
+        if update is None: sgd_update(r.opt, self.lr)
+        else: update()
         return {k: t.detach() for k, t in terms.items()}
 
     def eager(self)->dict:
-        "`body()` run eagerly (on a side stream on CUDA, as warm-up before a capture must)."
-        if self.r.device.type != "cuda": return self.body()
+        "The step run eagerly with torch's `opt.step()` (on a side stream on CUDA, as warm-up before a capture must)."
+        if self.r.device.type != "cuda": return self.body(self.r.opt.step)
         main, side = torch.cuda.current_stream(self.r.device), torch.cuda.Stream(self.r.device)
         side.wait_stream(main)
-        with torch.cuda.stream(side): out = self.body()
+        with torch.cuda.stream(side): out = self.body(self.r.opt.step)
         main.wait_stream(side)
         return out
 

@@ -6,6 +6,7 @@ import pytest
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: minutes of CPU time (paper-size models); runs only when REVSSL_SLOW=1")
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU, skipped without one (`pytest -m gpu tests/test_gpu.py`)")
 
 
 def pytest_collection_modifyitems(config, items):
