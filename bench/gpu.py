@@ -7,10 +7,17 @@ under its own time cap, written as one markdown table and the raw JSON.
 
 Parts, in this order (paper §3, A.1-A.3):
 - train: views/s of RES-10-250 VICReg at batch 256 (the `paper` preset): revssl's step (bf16 autocast, channels_last,
-  images resident on the device, batched augmentation) eager and with torch.compile, against the common style (fp32,
-  eager, per-image torchvision augmentation in DataLoader workers) in the same run; FLOPs per view counted by
-  torch.utils.flop_counter on one forward+backward, the achieved TFLOP/s, and the extrapolated `paper` run.
-- augment: views/s of the batched SimCLR augmentation at 32x32, batch 512, and an epoch's peak GPU memory.
+  images resident on the device, batched augmentation) eager, as one replayed CUDA graph (`revssl.train.GraphedStep`,
+  what `cuda_graph=True` runs), with torch.compile (default mode) and with torch.compile(mode="reduce-overhead")
+  (inductor's own CUDA graphs, of the model only), against the common style (fp32, eager, per-image torchvision
+  augmentation in DataLoader workers) in the same run; FLOPs per view counted by torch.utils.flop_counter on one
+  forward+backward, the achieved TFLOP/s, the extrapolated `paper` run, and the step-time model that
+  `revssl.studies.gpu_hours` prices runs with: the eager step at batch 256 and at 4 x 256 give a FLOP rate and a
+  per-step overhead (time = FLOPs / rate + overhead).
+- memory: channels_last against contiguous for the paper's two widths in bf16 (RES-10-250 and RES-5-1000, the
+  model step alone on fixed views), views/s of each.
+- augment: views/s of the batched SimCLR augmentation at 32x32, batch 512 (the default apply, and the sync-free apply
+  of the graphed step from uniforms drawn into a reused buffer), and an epoch's peak GPU memory.
 - probe: the analysis grid of one paper-size checkpoint (synthetic features of the paper's shapes: 11 layers x 250
   features; 50,000 train and 10,000 test images with 100 classes and 20 superclasses; 500 sample-level images with
   100 train and 20 test views each): the fast probe on the device over the whole grid, then LinearSVC (CPU) against it
@@ -37,36 +44,47 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from revssl.config import apply_overrides, get_preset, model_name  # noqa: E402
 from revssl.datasets import IMAGENET_MEAN, IMAGENET_STD, dataset_info  # noqa: E402
-from revssl.augment import SimCLRAugment, torchvision_two_view_loader, two_view_batches  # noqa: E402
+from revssl.augment import SimCLRAugment, draw_uniforms, torchvision_two_view_loader, two_view_batches  # noqa: E402
 from revssl.losses import vicreg_loss  # noqa: E402
 from revssl.models import build_model  # noqa: E402
 from revssl.probes import linear_probe  # noqa: E402
-from revssl.train import build_augment, make_optimizer, make_scheduler, ssl_step, train  # noqa: E402
+from revssl.train import (GraphedStep, Run, build_augment, capture_cuda_graph, make_optimizer,  # noqa: E402
+                          make_scheduler, ssl_step, train, train_step)
 
-PARTS = ("train", "augment", "probe", "ddp")
-CAPS_S = {"train": 200, "augment": 35, "probe": 100, "ddp": 50}     # soft caps of the full run, seconds
-QUICK_CAPS_S = {"train": 25, "augment": 8, "probe": 12, "ddp": 40}
-GRACE_S = {False: 15, True: 5}      # the hard stop (SIGALRM) comes this long after a part's soft cap: full, quick
-TOTAL_GOAL_S = 480                  # the limit for the whole command (the hard caps add up to 445 s)
-VIEWS_GOAL, AUG_GOAL, PAPER_RUN_GOAL_MIN, PROBE_DIFF_GOAL, DDP_DIFF_GOAL = 28_000, 200_000, 60, 0.01, 1e-4
+PARTS = ("train", "memory", "augment", "probe", "ddp")
+CAPS_S = {"train": 235, "memory": 45, "augment": 30, "probe": 75, "ddp": 40}   # soft caps of the full run, seconds
+QUICK_CAPS_S = {"train": 40, "memory": 10, "augment": 8, "probe": 12, "ddp": 60}
+GRACE_S = {False: 10, True: 5}      # the hard stop (SIGALRM) comes this long after a part's soft cap: full, quick
+TOTAL_GOAL_S = 480                  # the whole command on one GPU (the hard caps add up to 475 s)
+VIEWS_GOAL, AUG_GOAL, PAPER_RUN_GOAL_MIN, PROBE_DIFF_GOAL, DDP_DIFF_GOAL = 35_000, 200_000, 48, 0.01, 1e-4
 DDP_SETS = ("train_subset=128", "batch_size=32", "epochs=2", "analysis_epochs=0,2", "width=8", "proj_dim=16")
 TORCHRUN_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Sizes:
     "Every size the parts use: the full run's on a GPU, tiny ones for --quick."
     depth: int; width: int; proj_dim: int; batch: int; images: int            # train: the model and its data
     warmup: int; steps: int; ref_steps: int; repeats: int; flop_batch: int       # train: timing, FLOP count
+    big_batch: int                                                               # train: the step-time model's 2nd batch
+    mem_shapes: tuple; mem_steps: int                                            # memory: (depth, width, proj_dim)s
     aug_batch: int; aug_images: int; aug_repeats: int                            # augment
     n_train: int; n_test: int; layers: int; dim: int; classes: int; supers: int  # probe: one checkpoint's grid
     ids: int; k_train: int; k_test: int; latent: int; svc_rows: int
 
 
-FULL = Sizes(10, 250, 1000, 256, 50_000, 5, 50, 20, 3, 64, 512, 50_000, 3,
-             50_000, 10_000, 11, 250, 100, 20, 500, 100, 20, 32, 5_000)
-QUICK = Sizes(2, 16, 64, 16, 64, 1, 3, 2, 2, 8, 32, 256, 2,
-              400, 200, 2, 16, 10, 5, 10, 10, 4, 8, 200)
+FULL = Sizes(depth=10, width=250, proj_dim=1000, batch=256, images=50_000,
+             warmup=5, steps=50, ref_steps=20, repeats=3, flop_batch=64, big_batch=1024,
+             mem_shapes=((10, 250, 1000), (5, 1000, 4000)), mem_steps=20,
+             aug_batch=512, aug_images=50_000, aug_repeats=3,
+             n_train=50_000, n_test=10_000, layers=11, dim=250, classes=100, supers=20,
+             ids=500, k_train=100, k_test=20, latent=32, svc_rows=5_000)
+QUICK = Sizes(depth=2, width=16, proj_dim=64, batch=16, images=64,
+              warmup=1, steps=3, ref_steps=2, repeats=2, flop_batch=8, big_batch=32,
+              mem_shapes=((2, 16, 64), (1, 24, 96)), mem_steps=2,
+              aug_batch=32, aug_images=256, aug_repeats=2,
+              n_train=400, n_test=200, layers=2, dim=16, classes=10, supers=5,
+              ids=10, k_train=10, k_test=4, latent=8, svc_rows=200)
 
 
 # ---- pure helpers: arithmetic, goals, the table --------------------------------------------------------------------
@@ -245,18 +263,55 @@ def train_config(s:Sizes, dev:torch.device):
                    device=dev.type)
 
 
-def revssl_step(cfg, xs:torch.Tensor, dev:torch.device, backend:str|None):
+def revssl_step(cfg, xs:torch.Tensor, dev:torch.device, backend:str|None, mode:str|None=None):
     "One step of revssl's loop as a closure: bf16 autocast, channels_last, compiled with `backend` (None: eager)."
     model = build_model(cfg, 3, 100, 32).to(dev).to(memory_format=torch.channels_last)
-    fwd = torch.compile(model, backend=backend) if backend else model
+    fwd = (torch.compile(model, mode=mode) if mode else torch.compile(model, backend=backend)) if backend else model
     opt, aug = make_optimizer(cfg, model.parameters()), build_augment(cfg, dataset_info(cfg.dataset), dev)
     sched, gen = make_scheduler(opt, 10 ** 6), torch.Generator(device=dev).manual_seed(0)
     perm, it, b = torch.randperm(len(xs), device=dev), itertools.count(), cfg.batch_size
     def step():
         k = next(it) % (len(xs) // b)
+        if mode: torch.compiler.cudagraph_mark_step_begin()     # a new training step for inductor's CUDA graphs
         terms = ssl_step(fwd, aug, xs[perm[k * b:(k + 1) * b]], cfg, gen, True)   # amp: autocast on xs's device
         opt.zero_grad(set_to_none=True); terms["total"].backward(); opt.step(); sched.step()
         step.loss = terms["total"].detach()
+    return step
+
+
+def run_step_as_replay(body):
+    "The CPU's stand-in for a CUDA graph capture (--quick): 'replaying' runs the step's code again."
+    out = {}
+    return (lambda: out.update(body())), out
+
+
+def graphed_step(cfg, xs:torch.Tensor, dev:torch.device):
+    "revssl's graphed step (`cuda_graph=True`) as a closure: the step recorded once and replayed from then on."
+    model = build_model(cfg, 3, 100, 32).to(dev).to(memory_format=torch.channels_last)
+    opt, aug = make_optimizer(cfg, model.parameters()), build_augment(cfg, dataset_info(cfg.dataset), dev)
+    sched, gen, b = make_scheduler(opt, 10 ** 6), torch.Generator(device=dev).manual_seed(0), cfg.batch_size
+    r = Run(cfg, Path("."), dev, xs, torch.zeros(len(xs), dtype=torch.long, device=dev), model, aug, opt, sched, gen,
+            True, len(xs) // b, fwd=model)
+    r.graph = GraphedStep(r, capture=capture_cuda_graph if dev.type == "cuda" else run_step_as_replay)
+    perm, it = torch.randperm(len(xs), device=dev), itertools.count()
+    def step():
+        k = next(it) % r.steps
+        step.loss = train_step(r, perm[k * b:(k + 1) * b])["total"]; sched.step()
+        if r.graph.failed: raise RuntimeError(f"the capture failed: {r.graph.failed}")
+    return step
+
+
+def model_step(cfg, views:torch.Tensor, dev:torch.device, channels_last:bool):
+    "The model's step alone on fixed views (bf16 autocast, VICReg, SGD) as a closure, in either memory format."
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_model(cfg, 3, 100, 32).to(dev).to(memory_format=fmt)
+    views, opt = views.contiguous(memory_format=fmt), make_optimizer(cfg, model.parameters())
+    def step():
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
+            z = model(views)
+        loss = vicreg_loss(*z.float().chunk(2)).total
+        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+        step.loss = loss.detach()
     return step
 
 
@@ -277,10 +332,11 @@ def reference_step(cfg, images:torch.Tensor, dev:torch.device, workers:int):
     return step
 
 
-def timed_variant(c:Ctx, name:str, step, frac:float, steps:int)->float:
+def timed_variant(c:Ctx, name:str, step, frac:float, steps:int, batch:int|None=None)->float:
     "Views/s of one training variant, measured until `frac` of the part's cap; its last loss must be finite."
     s, t = c.sizes, time.monotonic()
-    rate, windows, cut = measure(step, 2 * s.batch, s.warmup, steps, s.repeats, c.budget.deadline(frac), c.dev)
+    rate, windows, cut = measure(step, 2 * (batch or s.batch), s.warmup, steps, s.repeats, c.budget.deadline(frac),
+                                 c.dev)
     loss = float(step.loss)
     if not math.isfinite(loss): raise FloatingPointError(f"{name}: non-finite loss {loss}")
     c.budget.soft |= cut
@@ -314,18 +370,27 @@ def compile_backend(dev:torch.device)->str:
     return "inductor" if dev.type == "cuda" else "aot_eager"
 
 
+VARIANTS = {"eager": "bf16 autocast, channels_last, images resident on the device, batched augmentation",
+            "graphed": "the whole step (augmentation, forward, loss, backward, SGD) replayed from one CUDA graph",
+            "compiled": "torch.compile of the model, default mode",
+            "compiled reduce-overhead": "torch.compile of the model, mode reduce-overhead (inductor's CUDA graphs)"}
+
+
 def revssl_rate(c:Ctx, cfg, xs:torch.Tensor, which:str, frac:float)->float:
-    "Views/s of revssl's step, eager or compiled, recorded with its peak memory or compile time."
-    backend, dev, t = compile_backend(c.dev) if which == "compiled" else None, c.dev, time.monotonic()
+    "Views/s of one variant of revssl's step (a key of VARIANTS), recorded with its peak memory or compile time."
+    dev, t = c.dev, time.monotonic()
+    backend = compile_backend(dev) if which.startswith("compiled") else None
+    mode = "reduce-overhead" if which == "compiled reduce-overhead" and dev.type == "cuda" else None
     if dev.type == "cuda": torch.cuda.reset_peak_memory_stats(dev)
-    step = revssl_step(cfg, xs, dev, backend)
+    step = graphed_step(cfg, xs, dev) if which == "graphed" else revssl_step(cfg, xs, dev, backend, mode)
     if backend:
         step(); sync(dev)                               # the first call compiles forward and backward
-        c.add("torch.compile warm-up (first step)", time.monotonic() - t, "s", note=f"backend {backend}")
+        c.add(f"torch.compile warm-up (first step), {which}", time.monotonic() - t, "s",
+              note=f"mode {mode}" if mode else f"backend {backend}")
     rate = timed_variant(c, f"revssl {which}", step, frac, c.sizes.steps)
-    c.add(f"views/s, revssl {which}", rate, "views/s", {"op": ">=", "value": VIEWS_GOAL},
-          f"torch.compile, backend {backend}" if backend else f"bf16 autocast on {dev.type}, channels_last, images "
-          "resident on the device, batched augmentation")
+    c.add(f"views/s, revssl {which}", rate, "views/s", {"op": ">=", "value": VIEWS_GOAL}, VARIANTS[which]
+          + ("" if dev.type == "cuda" or which not in ("graphed", "compiled reduce-overhead") else
+             "; on the CPU the same code without a graph"))
     if dev.type == "cuda":
         c.add(f"peak GPU memory, revssl {which}", torch.cuda.max_memory_allocated(dev) / 2 ** 20, "MiB")
     return rate
@@ -339,20 +404,62 @@ def add_rate_rows(c:Ctx, which:str, rate:float, ref:float|None, fpv:float|None):
           {"op": "<=", "value": PAPER_RUN_GOAL_MIN}, f"1000 epochs x {50_000 // 256} steps x 512 views; the steps only")
 
 
+def step_time_model(rate_small:float, rate_big:float, # views/s at batches `small` and `big`
+                    small:int, big:int, flops_per_view:float)->tuple[float, float]:
+    "(FLOP/s, seconds of overhead per step) of the model time = FLOPs / rate + overhead through two step times."
+    t_small, t_big = 2 * small / rate_small, 2 * big / rate_big              # seconds per step (two views per image)
+    rate = 2 * (big - small) * flops_per_view / (t_big - t_small)
+    return rate, t_small - 2 * small * flops_per_view / rate
+
+
+def add_step_model(c:Ctx, cfg, xs:torch.Tensor, eager:float, fpv:float):
+    "The eager step at `big_batch` too, and the step-time model through both (what `gpu_hours` assumes)."
+    big = replace(cfg, batch_size=c.sizes.big_batch)
+    step = revssl_step(big, xs, c.dev, None)
+    rate = timed_variant(c, "revssl eager, big batch", step, 0.3, c.sizes.steps, big.batch_size)
+    c.add(f"views/s, revssl eager, batch {big.batch_size}", rate, "views/s", note="for the step-time model")
+    flop_rate, overhead = step_time_model(eager, rate, cfg.batch_size, big.batch_size, fpv)
+    c.add("step-time model: FLOP rate", flop_rate / 1e12, "TFLOP/s",
+          note=f"through the eager steps at batch {cfg.batch_size} and {big.batch_size}")
+    c.add("step-time model: overhead per step", overhead * 1e3, "ms", note="what gpu_hours adds to every step")
+
+
 def part_train(c:Ctx):
-    "Training views/s: revssl eager, the common style, revssl compiled; FLOPs, TFLOP/s, the `paper` run's time."
+    "Training views/s of every variant of revssl's step and of the common style; FLOPs, TFLOP/s, the step-time model."
     s, cfg = c.sizes, train_config(c.sizes, c.dev)
     images = torch.randint(0, 256, (s.images, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     xs = images.to(c.dev)
     fpv = c.attempt("FLOPs per view (forward+backward)", lambda: count_flops(c, cfg))
-    eager = c.attempt("views/s, revssl eager", lambda: revssl_rate(c, cfg, xs, "eager", 0.2))
+    eager = c.attempt("views/s, revssl eager", lambda: revssl_rate(c, cfg, xs, "eager", 0.1))
     ref = c.attempt("views/s, reference", lambda: reference_rate(c, cfg, images))
     if eager: add_rate_rows(c, "eager", eager, ref, fpv)
-    comp = c.attempt("views/s, revssl compiled", lambda: revssl_rate(c, cfg, xs, "compiled", 1.0))
-    if comp: add_rate_rows(c, "compiled", comp, ref, fpv)
+    if eager and fpv: c.attempt("step-time model", lambda: add_step_model(c, cfg, xs, eager, fpv))
+    for which, frac in (("graphed", 0.4), ("compiled", 0.7), ("compiled reduce-overhead", 1.0)):
+        rate = c.attempt(f"views/s, revssl {which}", lambda: revssl_rate(c, cfg, xs, which, frac))
+        if rate: add_rate_rows(c, which, rate, ref, fpv)
 
 
-# ---- part 2: augmentation ------------------------------------------------------------------------------------------
+# ---- part 2: memory format -----------------------------------------------------------------------------------------
+
+def part_memory(c:Ctx):
+    "channels_last against contiguous, bf16, for the paper's widths: the model step alone on fixed views."
+    s = c.sizes
+    for k, (depth, width, proj) in enumerate(s.mem_shapes):
+        cfg = replace(train_config(s, c.dev), depth=depth, width=width, proj_dim=proj)
+        views = torch.randn(2 * s.batch, 3, 32, 32, device=c.dev)
+        rates = {}
+        for last in (True, False):
+            name = f"{model_name(cfg)}, {'channels_last' if last else 'contiguous'}"
+            frac = (2 * k + len(rates) + 1) / (2 * len(s.mem_shapes))
+            rates[last] = c.attempt(f"views/s, {name}", lambda: timed_variant(
+                c, name, model_step(cfg, views, c.dev, last), frac, s.mem_steps))
+            if rates[last]: c.add(f"views/s, {name}", rates[last], "views/s", note=f"model step alone, batch {s.batch}, bf16")
+        if rates[True] and rates[False]:
+            c.add(f"{model_name(cfg)}: channels_last / contiguous", rates[True] / rates[False], "x",
+                  note="> 1: channels_last is faster")
+
+
+# ---- part 3: augmentation ------------------------------------------------------------------------------------------
 
 def part_augment(c:Ctx):
     "Views/s of the batched SimCLR augmentation at 32x32 (batch 512 in full) and an epoch's peak GPU memory."
@@ -366,6 +473,14 @@ def part_augment(c:Ctx):
     c.budget.soft |= cut
     c.add(f"views/s, 32x32, batch {s.aug_batch}", rate, "views/s", {"op": ">=", "value": AUG_GOAL},
           f"median of epochs over {s.aug_images:,} uint8 images resident on {dev.type}")
+    buf, xb = draw_uniforms(None, 2 * s.aug_batch, gen.device), torch.cat([x[:s.aug_batch]] * 2)
+    def sync_free():
+        aug.apply(xb, aug.params_of(draw_uniforms(gen, len(xb), out=buf), 32, 32), sync_free=True)
+    rate, _, cut = measure(sync_free, len(xb), 1, s.aug_images // s.aug_batch, s.aug_repeats, c.budget.deadline(0.9),
+                           dev)
+    c.budget.soft |= cut
+    c.add(f"views/s, sync-free apply, batch {2 * s.aug_batch}", rate, "views/s",
+          note="the graphed step's augmentation, eager: uniforms into a reused buffer, no host sync")
     if dev.type != "cuda": return c.add("peak GPU memory over an epoch", None, "MiB", note="not measured: no GPU")
     torch.cuda.reset_peak_memory_stats(dev)
     base = torch.cuda.memory_allocated(dev)
@@ -374,7 +489,7 @@ def part_augment(c:Ctx):
           note=f"{base / 2 ** 20:,.0f} MiB of it the resident images")
 
 
-# ---- part 3: the analysis grid -------------------------------------------------------------------------------------
+# ---- part 4: the analysis grid -------------------------------------------------------------------------------------
 
 PAIRS = (("train", "test"), ("sample_train", "sample_test"))     # (fit on, score on) of one layer's probes
 
@@ -472,7 +587,7 @@ def part_probe(c:Ctx):
     c.attempt("largest accuracy difference, fast vs LinearSVC", lambda: compare_with_linearsvc(c, feats, labels))
 
 
-# ---- part 4: DDP ---------------------------------------------------------------------------------------------------
+# ---- part 5: DDP ---------------------------------------------------------------------------------------------------
 
 def run_logged(cmd:list, timeout:float)->tuple[int, str]:
     "Run `cmd` in its own process group, stopping the group on a timeout or error: (exit code, its last lines)."
@@ -525,7 +640,8 @@ def part_ddp(c:Ctx):
 
 # ---- the command ---------------------------------------------------------------------------------------------------
 
-PART_FNS = {"train": part_train, "augment": part_augment, "probe": part_probe, "ddp": part_ddp}
+PART_FNS = {"train": part_train, "memory": part_memory, "augment": part_augment, "probe": part_probe,
+            "ddp": part_ddp}
 
 
 def run_part(name:str, fn, c:Ctx, cap:float, grace:float, skip:str|None=None)->dict:

@@ -45,7 +45,7 @@ def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu") / "out"
     t = time.monotonic()
     p = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--device", "cpu", "--out", str(out)],
-                       capture_output=True, text=True, timeout=90, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                       capture_output=True, text=True, timeout=200, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert p.returncode == 0, f"exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
     return out, p, json.loads((out / "gpu.json").read_text()), time.monotonic() - t
 
@@ -57,8 +57,19 @@ def test_every_part_reports(quick):
         assert p["status"] in ("ok", "capped") and not p["failures"], (name, p["error"], p["traceback"])
         assert p["metrics"] and 0 < p["seconds"] <= p["cap_s"] + gpu.GRACE_S[True], (name, p["seconds"])
     m = metrics(res, "train")
-    for k in ("views/s, reference", "views/s, revssl eager", "views/s, revssl compiled"): assert m[k]["value"] > 0, k
-    assert m["torch.compile warm-up (first step)"]["note"] == "backend aot_eager"
+    for k in ("reference", "revssl eager", "revssl graphed", "revssl compiled", "revssl compiled reduce-overhead",
+              f"revssl eager, batch {gpu.QUICK.big_batch}"):
+        assert m[f"views/s, {k}"]["value"] > 0, k
+    for which in ("compiled", "compiled reduce-overhead"):      # on the CPU both compile with aot_eager
+        assert m[f"torch.compile warm-up (first step), {which}"]["note"] == "backend aot_eager"
+    assert "step-time model: overhead per step" in m
+    mem = metrics(res, "memory")
+    for depth, width, _ in gpu.QUICK.mem_shapes:
+        name = f"RES-{depth}-{width}"
+        ratio = mem[f"{name}: channels_last / contiguous"]["value"]
+        assert ratio == pytest.approx(mem[f"views/s, {name}, channels_last"]["value"]
+                                      / mem[f"views/s, {name}, contiguous"]["value"], rel=1e-12)
+    assert metrics(res, "augment")[f"views/s, sync-free apply, batch {2 * gpu.QUICK.aug_batch}"]["value"] > 0
     assert metrics(res, "augment")["views/s, 32x32, batch 32"]["value"] > 0
     assert metrics(res, "augment")["peak GPU memory over an epoch"]["value"] is None      # a CPU run says so
     assert 0 <= metrics(res, "probe")["largest accuracy difference, fast vs LinearSVC"]["value"] <= gpu.PROBE_DIFF_GOAL
@@ -75,7 +86,7 @@ def test_train_rows_agree_with_each_other(quick):
     fwd = f1 + 2 * 64 * w * w * 4 + 2 * s.depth * 2 * 64 * w * w * 9 + 2 * w * p + 2 * p * p
     fpv = m["FLOPs per view (forward+backward)"]["value"] * 1e9
     assert 3 * fwd - f1 <= fpv <= 1.01 * (3 * fwd - f1)
-    for which in ("eager", "compiled"):
+    for which in ("eager", "graphed", "compiled", "compiled reduce-overhead"):
         rate = m[f"views/s, revssl {which}"]["value"]
         minutes = 1000 * 195 * 512 / rate / 60
         assert m[f"`paper` run, extrapolated, {which}"]["value"] == pytest.approx(minutes, rel=1e-12)
@@ -99,7 +110,7 @@ def test_table_parses_and_is_printed(quick):
 # ---- arguments: one clear error before any work --------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv, message", [
-    (["--quick", "--parts", "train,bogus"], "--parts: unknown part 'bogus'; parts are: train, augment, probe, ddp"),
+    (["--quick", "--parts", "train,bogus"], "--parts: unknown part 'bogus'; parts are: train, memory, augment, probe, ddp"),
     (["--quick", "--parts", ","], "--parts: unknown part '(none)'"),
     (["--quick", "--device", "cuda"], "--device cuda: no CUDA GPU is visible to torch"),
     (["--device", "cpu"], "the full sizes need a CUDA GPU; on the CPU add --quick"),
@@ -142,7 +153,7 @@ def test_imports_without_an_installed_revssl_and_a_bad_part_fails_first(tmp_path
     p = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
     assert p.stdout.split() == ["2", str(ROOT / "revssl" / "__init__.py")], (p.stdout, p.stderr[-2000:])
     assert p.stderr.strip().splitlines()[-1].endswith(
-        "error: --parts: unknown part 'nope'; parts are: train, augment, probe, ddp") and p.stderr.count("error:") == 1
+        "error: --parts: unknown part 'nope'; parts are: train, memory, augment, probe, ddp") and p.stderr.count("error:") == 1
     assert not (tmp_path / "o").exists()
 
 
@@ -218,6 +229,19 @@ def test_measure_counts_and_stops_at_the_deadline():
     calls.clear()
     rate, windows, cut = gpu.measure(step, 10, 2, 5, 3, time.monotonic() - 1, cpu)   # past: one step is still timed
     assert (len(calls), windows, cut) == (2 + 1, 1, True) and rate > 0
+
+
+def test_step_time_model_exact():
+    "Two step times on a line: 4 GFLOP per view, 100 TFLOP/s and 5 ms per step give back the rate and the overhead."
+    fpv, rate, over = 4e9, 1e14, 5e-3
+    views_per_s = lambda b: 2 * b / (2 * b * fpv / rate + over)
+    r, o = gpu.step_time_model(views_per_s(256), views_per_s(1024), 256, 1024, fpv)
+    assert r == pytest.approx(rate, rel=1e-9) and o == pytest.approx(over, rel=1e-9)
+
+
+def test_sizes_are_keywords():
+    assert gpu.FULL.width == 250 and gpu.FULL.batch == 256 and gpu.FULL.mem_shapes == ((10, 250, 1000), (5, 1000, 4000))
+    with pytest.raises(TypeError): gpu.Sizes(10, 250)
 
 
 def test_flops_per_view_exact():
