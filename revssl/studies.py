@@ -27,12 +27,12 @@ from .claims import combine_seeds
 from .files import write_if_changed
 
 # %% auto #0
-__all__ = ['ROLES', 'SMOKE', 'DEMO', 'PAPER', 'STUDIES', 'COPIED', 'ON_RES5', 'LAUNCHERS', 'Member', 'Study', 'StudyError',
-           'member_config', 'get_study', 'missing_datasets', 'check_data', 'run_dir', 'check_study_dir', 'member_done',
-           'train_member', 'generator_key', 'waves', 'run_local', 'train_command', 'MemberJob', 'flops_per_view',
-           'gpu_hours', 'submit_slurm', 'stack', 'study_tables', 'study_figure_makers', 'study_figures',
-           'single_run_rows', 'study_claims', 'member_seconds', 'write_study_report', 'check_seed_study_dir',
-           'run_study', 'finish_study', 'seeded', 'finish_study_seeds']
+__all__ = ['ROLES', 'SMOKE', 'DEMO', 'PAPER', 'STUDIES', 'STEP_TFLOPS', 'STEP_OVERHEAD_MS', 'COPIED', 'ON_RES5', 'LAUNCHERS',
+           'Member', 'Study', 'StudyError', 'member_config', 'get_study', 'missing_datasets', 'check_data', 'run_dir',
+           'check_study_dir', 'member_done', 'train_member', 'generator_key', 'waves', 'run_local', 'train_command',
+           'MemberJob', 'flops_per_view', 'gpu_hours', 'cost_line', 'submit_slurm', 'stack', 'study_tables',
+           'study_figure_makers', 'study_figures', 'single_run_rows', 'study_claims', 'member_seconds',
+           'write_study_report', 'check_seed_study_dir', 'run_study', 'finish_study', 'seeded', 'finish_study_seeds']
 
 # %% ../nbs/15_studies.ipynb #w3b140005
 @dataclass(frozen=True)
@@ -245,20 +245,38 @@ def flops_per_view(cfg:Config)->float:
         model(x).float().sum().backward()
     return fc.get_total_flops() / len(x)
 
-def gpu_hours(study:Study, tflops:float=100.)->pd.DataFrame:
-    "Estimated GPU-hours of training each member at `tflops` sustained TFLOP/s: member, GFLOP/view, views, hours."
+STEP_TFLOPS = 4.43e9 * 512 / 12.4e-3 / 1e12   # H200, eager bf16: the `paper` step's arithmetic in its kernel time
+STEP_OVERHEAD_MS = 27.6 - 12.4                 # ... and the rest of its 27.6 ms
+
+def gpu_hours(study:Study,
+              tflops:float|None=None, # sustained rate of a step's arithmetic (default `STEP_TFLOPS`)
+              overhead_ms:float|None=None, # time per step beyond its arithmetic (default `STEP_OVERHEAD_MS`)
+             )->pd.DataFrame:
+    "Estimated GPU-hours of training each member: steps x (FLOPs per step / rate + overhead per step)."
+    tflops = STEP_TFLOPS if tflops is None else tflops
+    overhead_ms = STEP_OVERHEAD_MS if overhead_ms is None else overhead_ms
     rows = []
     for m in study.members:
         c = member_config(m)
         n = SPLIT_SIZES[c.dataset][0] if not c.train_subset else min(c.train_subset, SPLIT_SIZES[c.dataset][0])
-        views = (1 if c.method == "supervised" else 2) * n * c.epochs
+        per_step = (1 if c.method == "supervised" else 2) * c.batch_size
+        steps = c.epochs * (n // c.batch_size)               # full batches only, as the loop takes them
         f = flops_per_view(c)
+        step_s = f * per_step / (tflops * 1e12) + overhead_ms / 1e3
         rows.append(dict(member=m.name, model=model_name(c), dataset=c.dataset, gpus=m.gpus, gflop_per_view=f / 1e9,
-                         views=views, gpu_hours=f * views / (tflops * 1e12) / 3600))
-    return pd.DataFrame(rows)
+                         views=steps * per_step, steps=steps, step_ms=step_s * 1e3, gpu_hours=steps * step_s / 3600))
+    d = pd.DataFrame(rows)
+    d.attrs.update(tflops=tflops, overhead_ms=overhead_ms)
+    return d
+
+def cost_line(hours:pd.DataFrame, name:str)->str:
+    "One line: the total GPU-hours of `hours` (from `gpu_hours`) and the step-time model it assumed."
+    return (f"study {name}: {hours.gpu_hours.sum():.1f} GPU-hours for {len(hours)} member(s), assuming "
+            f"{hours.attrs['tflops']:.0f} TFLOP/s and {hours.attrs['overhead_ms']:.1f} ms of overhead per step "
+            "(H200, eager, bf16 unless given; measure yours with bench/gpu.py)")
 
 # %% ../nbs/15_studies.ipynb #w3b14001c
-def submit_slurm(out:Path, members:list, executor=None, tflops:float=100.)->list:
+def submit_slurm(out:Path, members:list, executor=None, tflops:float|None=None)->list:
     "Submit one submitit job per member (resources from the member); returns the jobs. `executor`: for tests."
     import submitit
     if executor is None:
@@ -412,7 +430,8 @@ def run_study(name:str,                # a key of `STUDIES`
                                                     indent=1).encode())
         todo = [m for m in _select(s, members) if not member_done(o, m)]
         if launcher == "slurm":
-            print(gpu_hours(Study(name, tuple(todo), {}, {}, "")).round(2).to_string(index=False))
+            hours = gpu_hours(Study(name, tuple(todo), {}, {}, ""))
+            print(hours.round(2).to_string(index=False) + "\n" + cost_line(hours, name))
             jobs_out += submit_slurm(o, todo, executor)
         else: run_local(o, todo, jobs, progress)
     if launcher == "slurm": return jobs_out

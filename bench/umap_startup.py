@@ -1,0 +1,70 @@
+"""Where Fig. 1's UMAP time goes on a fresh machine: numba's JIT compilation or the fits themselves.
+
+    python bench/umap_startup.py                 # the demo's shapes, numba's cache in a fresh temporary folder
+    python bench/umap_startup.py --points 100,2500,5000 --dim 64 --fits 2
+
+Each measurement runs in a fresh Python process (nothing compiled yet in memory): the time of `import umap`, then the
+panels of Fig. 1 fitted once (the first fits pay every compilation), then the same panels again in the same process
+(compiled: the fits alone). The whole sequence runs twice with the same NUMBA_CACHE_DIR, so the second round shows
+what numba's on-disk cache saves a second process (umap-learn caches few of its own functions; pynndescent caches
+most of its). Sizes are the `demo` preset's panels: 5 sample-level images x 20 views, 5 of 10 classes and all of 5
+superclasses of 5,000 evaluation images, 64 features of the last layer; two epochs (the first and last analysed).
+Prints one markdown table.
+"""
+import argparse, json, os, subprocess, sys, tempfile, time
+
+CHILD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import numpy as np
+import umap
+t_import = time.perf_counter() - t0
+points, dim, fits = json.loads(sys.argv[1])
+rng = np.random.default_rng(0)
+data = [rng.normal(size=(n, dim)).astype(np.float32) + np.repeat(rng.normal(size=(5, dim)) * 3, -(-n // 5), 0)[:n]
+        for n in points]
+def panels():
+    t = time.perf_counter()
+    for x in data:
+        for _ in range(fits):
+            umap.UMAP(n_neighbors=min(15, len(x) - 1), random_state=0, n_jobs=1).fit_transform(x)
+    return time.perf_counter() - t
+first = panels()
+second = panels()
+print(json.dumps(dict(import_s=t_import, first_s=first, second_s=second)))
+"""
+
+
+def child(points, dim, fits, cache_dir):
+    env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
+    p = subprocess.run([sys.executable, "-c", CHILD, json.dumps([points, dim, fits])], capture_output=True, text=True,
+                       env=env, check=True)
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    a = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    a.add_argument("--points", default="100,2500,5000", help="points of each panel (the demo's sample, class, "
+                   "superclass panels)")
+    a.add_argument("--dim", type=int, default=64, help="features of the last layer (the demo's width)")
+    a.add_argument("--fits", type=int, default=2, help="fits per panel (epochs: the first and the last)")
+    args = a.parse_args(argv)
+    points = [int(n) for n in args.points.split(",")]
+    import numba, umap, pynndescent  # noqa: F401  (versions for the table)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="numba-cache-") as cache:
+        for k, what in enumerate(("fresh cache", "cache from the process before")):
+            t = time.perf_counter()
+            r = child(points, args.dim, args.fits, cache)
+            rows.append((what, r["import_s"], r["first_s"], r["second_s"], time.perf_counter() - t))
+    print(f"umap-learn {umap.__version__}, pynndescent {pynndescent.__version__}, numba {numba.__version__}; "
+          f"panels of {points} points x {args.dim} features, {args.fits} fits each, n_jobs=1")
+    print("\n| process | import umap | first fits (compile + fit) | same fits again (fit) | compile share | process |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for what, imp, first, second, total in rows:
+        print(f"| {what} | {imp:.1f} s | {first:.1f} s | {second:.1f} s | "
+              f"{(imp + first - second) / (imp + first):.0%} | {total:.1f} s |")
+
+
+if __name__ == "__main__":
+    main()
