@@ -18,7 +18,8 @@ from .features import (load_encoder, check_layers, revssl_layers, layer_features
                              read_hierarchy)
 from .analysis import analyze, embed_umap, measure, plot_layers
 from .report import write_figures, write_report
-from .seeds import reproduce_seeds, SeedsError
+from .seeds import reproduce_seeds, SeedsError, seed_dir
+from .ladder import write_ladder, write_seeds_ladder
 from .studies import run_study
 
 # %% auto #0
@@ -59,7 +60,8 @@ def _probe_args(s:argparse.ArgumentParser):
     s.add_argument("--seed", type=int, default=0)
 
 STAGES = {"analyze": "compute metrics.csv (and umap.csv) of a trained run",
-          "figures": "draw the figures of an analysed run", "report": "write report.md of an analysed run"}
+          "figures": "draw the figures of an analysed run", "report": "write report.md of an analysed run",
+          "ladder": "judge every claim at every analysed epoch (claims_by_epoch.csv and its figure)"}
 
 def parser()->argparse.ArgumentParser:
     "The argument parser of the `revssl` command."
@@ -119,7 +121,11 @@ def _train_or_reproduce(a)->int:
     if a.cmd == "train" and cfg.seeds > 1:
         raise ConfigError(f"`revssl train` trains one run, not {cfg.seeds} seeds: use `revssl reproduce --seeds`")
     out = a.out or Path("runs")/(a.preset + (f"-{cfg.seeds}seeds" if cfg.seeds > 1 else ""))
-    if a.cmd == "reproduce": reproduce_seeds(cfg, out, progress=not a.quiet)
+    if a.cmd == "reproduce":
+        reproduce_seeds(cfg, out, progress=not a.quiet)
+        runs = [seed_dir(out, k) for k in range(cfg.seeds)] if cfg.seeds > 1 else [out]
+        for run in runs: write_ladder(run)
+        if cfg.seeds > 1: write_seeds_ladder(out, runs)   # the folder's: held in every seed at each length
     else: train(cfg, out, resume=a.resume, until=a.until, progress=not a.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"revssl: {a.cmd} done: {out}" + (f" (report: {out/'report.md'})" if a.cmd == "reproduce" else ""))
@@ -141,6 +147,7 @@ def main(argv:list|None=None, # the arguments (default: sys.argv[1:])
             embed_umap(a.run, progress=not a.quiet)
         elif a.cmd == "figures": write_figures(a.run)
         elif a.cmd == "report": write_report(a.run)
+        elif a.cmd == "ladder": write_ladder(a.run)
         print(f"revssl: {a.cmd} done: {a.run}")
         return 0
     except TrainingInterrupted as e:

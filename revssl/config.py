@@ -9,8 +9,8 @@ from dataclasses import dataclass, fields, replace, asdict
 
 # %% auto #0
 __all__ = ['METHODS', 'ARCHS', 'OPTIMIZERS', 'AUGMENTS', 'PROBES', 'DATASET_NAMES', 'DEVICES', 'EVAL_BN', 'PAPER_EPOCHS',
-           'TARGET_EPOCHS', 'PRESETS', 'Config', 'ConfigError', 'validate', 'apply_overrides', 'get_preset',
-           'config_to_dict', 'config_from_dict', 'config_hash', 'model_name', 'data_seed_of']
+           'TARGET_EPOCHS', 'PRESETS', 'Config', 'ConfigError', 'validate', 'log_epochs', 'apply_overrides',
+           'get_preset', 'config_to_dict', 'config_from_dict', 'config_hash', 'model_name', 'data_seed_of']
 
 # %% ../nbs/00b_config.ipynb #8197b5ab
 METHODS = ("vicreg", "simclr", "barlow", "supervised")
@@ -116,6 +116,14 @@ def validate(cfg:Config)->Config:
                f"needs augment 'batched' or 'none' (on the device), got {cfg.augment!r}")
     return cfg
 
+# %% ../nbs/00b_config.ipynb #6e0b3317
+def log_epochs(last:int, # the run's last epoch (>= 1)
+              )->tuple:
+    "Analysis epochs on a log-spaced grid: 0, then every power of two below `last`, then `last`."
+    if isinstance(last, bool) or not isinstance(last, int) or last < 1:
+        raise ConfigError(f"log_epochs needs the last epoch as an int >= 1, got {last!r}")
+    return (0,) + tuple(2 ** k for k in range(last.bit_length()) if 2 ** k < last) + (last,)
+
 # %% ../nbs/00b_config.ipynb #f07e3ff1
 PAPER_EPOCHS = (0, 1, 2, 5, 10, 20, 40, 100, 200, 400, 700, 1000)  # B.1 names 20, 40, 100, 400, 1000; the rest fill the curves
 
@@ -135,6 +143,13 @@ PRESETS: dict[str, Config] = {
     "demo": Config(name="demo", dataset="fashion_mnist", train_subset=30000, depth=3, width=64, proj_dim=256,
                    epochs=15, batch_size=128, lr=0.05, analysis_epochs=(0, 1, 2, 4, 8, 15),
                    eval_train=5000, eval_test=2000, sample_n=100, sample_k_train=20, sample_k_test=5, mine=True),
+    # training length on the CPU (≤ 1 h) and on one GPU (≤ 8 min); sized in the cells below
+    "long": Config(name="long", dataset="fashion_mnist", train_subset=10000, depth=5, width=32, proj_dim=128,
+                   epochs=200, batch_size=128, lr=0.05, analysis_epochs=log_epochs(200),
+                   eval_train=5000, eval_test=2000, sample_n=100, sample_k_train=20, sample_k_test=5, mine=True),
+    "gpu-long": Config(name="gpu-long", dataset="fashion_mnist", train_subset=0, depth=10, width=250, proj_dim=1000,
+                       epochs=24, batch_size=256, lr=0.05, analysis_epochs=log_epochs(24),
+                       eval_train=10000, eval_test=0, sample_n=100, sample_k_train=20, sample_k_test=5, mine=True),
     **{f"stepwise-res-{m}": Config(name=f"stepwise-res-{m}", method=m, **_stepwise_res)
        for m in ("barlow", "simclr", "vicreg")},
     "paper": Config(name="paper", **_paper),                                                   # §4, §6: RES-10-250

@@ -25,6 +25,7 @@ from .report import save_figure, claims_table, claims_summary, reproduce, run_fi
 from .seeds import seed_dir, with_band, stack_seeds
 from .claims import combine_seeds
 from .files import write_if_changed
+from .ladder import write_ladder
 
 # %% auto #0
 __all__ = ['ROLES', 'SMOKE', 'DEMO', 'PAPER', 'STUDIES', 'STEP_TFLOPS', 'STEP_OVERHEAD_MS', 'COPIED', 'ON_RES5', 'LAUNCHERS',
@@ -166,8 +167,10 @@ def member_done(out:Path, m:Member)->bool:
     return (run_dir(out, m.name)/"report.md").exists()
 
 def train_member(out:Path, m:Member, progress:bool=False)->Path:
-    "Train (or resume), analyse, draw and report member `m` (`revssl.report.reproduce`); returns its run directory."
-    return reproduce(member_config(m), run_dir(out, m.name), progress=progress)
+    "Train (or resume), analyse, draw and report member `m` (`revssl.report.reproduce`), then its claims by training length (`revssl.ladder`); returns its run directory."
+    run = reproduce(member_config(m), run_dir(out, m.name), progress=progress)
+    write_ladder(run)
+    return run
 
 def generator_key(m:Member)->tuple|None:
     "The §5 generator runs member `m` trains or reuses (None for a supervised member)."
