@@ -13,9 +13,9 @@ from .config import Config
 from .files import write_if_changed
 
 # %% auto #0
-__all__ = ['CLAIM_COLUMNS', 'VERDICTS', 'SSL_METHODS', 'SPLIT_SIZES', 'verdict', 'claim_row', 'not_measured_rows', 'ssl_only',
-           'check_claims', 'binomial_se', 'exceeds', 'rises', 'rise_text', 'ratio_se', 'spearman', 'eval_sizes',
-           'eval_n', 'write_claims', 'read_claims', 'combine_seeds']
+__all__ = ['CLAIM_COLUMNS', 'VERDICTS', 'SSL_METHODS', 'SPLIT_SIZES', 'verdict', 'claim_row', 'spec_row', 'not_measured_rows',
+           'ssl_only', 'check_claims', 'binomial_se', 'exceeds', 'rises', 'rise_text', 'ratio_se', 'spearman',
+           'eval_sizes', 'eval_n', 'write_claims', 'read_claims', 'combine_seeds']
 
 # %% ../nbs/08a_claims.ipynb #791d3ca6
 CLAIM_COLUMNS = ("id", "section", "figure", "claim", "criterion", "paper", "measured", "verdict", "held_in")
@@ -45,11 +45,20 @@ def claim_row(id:str,        # stable id, e.g. "s4-compression"
 # %% ../nbs/08a_claims.ipynb #1f7cfbd1
 SSL_METHODS = ("vicreg", "simclr", "barlow")
 
+def spec_row(specs:dict, # {id: dict(section, figure, claim, criterion, paper)}: the claims a module decides
+             id:str,      # which of them
+             measured:str, # what this run measured (or why it could not)
+             ok:bool|None, # the criterion's outcome; None: not measured
+            )->dict:
+    "The claims.csv row of claim `id` of `specs`, with this run's `measured` and outcome."
+    if id not in specs: raise KeyError(f"unknown claim id {id!r}; known: {', '.join(specs)}")
+    return claim_row(id, **specs[id], measured=measured, ok=ok)
+
 def not_measured_rows(specs:dict, # {id: dict(section, figure, claim, criterion, paper)}
                       reason:str, # why the run cannot test them
                      )->list[dict]:
     "A `not measured` row for every claim in `specs`, giving `reason`."
-    return [claim_row(id, **s, measured=reason, ok=None) for id, s in specs.items()]
+    return [spec_row(specs, id, reason, None) for id in specs]
 
 def ssl_only(specs:dict, # {id: dict(section, figure, claim, criterion, paper)} of claims about SSL training
              method:str, # the run's method

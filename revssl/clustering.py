@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import matplotlib.pyplot as plt
 import seaborn as sns
-from .claims import (claim_row, ssl_only, binomial_se, ratio_se, exceeds, rises, rise_text, eval_n)
+from .claims import (spec_row, ssl_only, binomial_se, ratio_se, exceeds, rises, rise_text, eval_n)
 
 # %% auto #0
 __all__ = ['HIER_ORDER', 'COLORS', 'S4_CLAIMS', 'S4_STUDY_CLAIMS', 'B3_CLAIMS', 'curve', 'normalized', 'hierarchies', 'fig_umap',
@@ -150,19 +150,17 @@ S4_CLAIMS = {
         paper="Fig. 3 middle: MINE I(X; Z), mean of 5 seeds, shows significant compression during training"),
 }
 
-def _row(id:str, measured:str, ok)->dict: return claim_row(id, **S4_CLAIMS[id], measured=measured, ok=ok)
-
 # %% ../nbs/09_clustering.ipynb #4d5c480a
-def _ends(s:pd.Series)->str: return f"epoch {s.index[0]} → {s.index[-1]}"
+def _epoch_span(s:pd.Series)->str: return f"epoch {s.index[0]} → {s.index[-1]}"
 
 def sample_clusters_claim(m:pd.DataFrame, # metrics.csv of a run
                           n_eval:dict,    # evaluation-set sizes (`revssl.claims.eval_sizes`)
                          )->dict:
     "`s4-sample-clusters`: sample-level NCC train accuracy rises beyond noise and ends >= 0.9."
     s, n = curve(m, "ncc_accuracy", "train", "sample"), n_eval["sample_train"]
-    if len(s) < 2: return _row("s4-sample-clusters", "needs sample-level NCC train accuracy at >= 2 epochs", None)
+    if len(s) < 2: return spec_row(S4_CLAIMS, "s4-sample-clusters", "needs sample-level NCC train accuracy at >= 2 epochs", None)
     a0, a1 = s.iloc[0], s.iloc[-1]
-    return _row("s4-sample-clusters", f"{_ends(s)}: {rise_text(a0, a1, n)}, n = {n}; {1 - a1:.3f} below the "
+    return spec_row(S4_CLAIMS, "s4-sample-clusters", f"{_epoch_span(s)}: {rise_text(a0, a1, n)}, n = {n}; {1 - a1:.3f} below the "
                 f"paper's ≈ 1.0", rises(a0, a1, n) and a1 >= .9)
 
 def class_clusters_claim(m:pd.DataFrame, # metrics.csv of a run
@@ -170,9 +168,9 @@ def class_clusters_claim(m:pd.DataFrame, # metrics.csv of a run
                         )->dict:
     "`s4-class-clusters`: class NCC train accuracy rises beyond noise."
     c, n = curve(m, "ncc_accuracy", "train", "class"), n_eval["train"]
-    if len(c) < 2: return _row("s4-class-clusters", "needs class NCC train accuracy at >= 2 epochs", None)
+    if len(c) < 2: return spec_row(S4_CLAIMS, "s4-class-clusters", "needs class NCC train accuracy at >= 2 epochs", None)
     a0, a1 = c.iloc[0], c.iloc[-1]
-    return _row("s4-class-clusters", f"{_ends(c)}: {rise_text(a0, a1, n)}, n = {n}; the paper's ≈ 0.41 is on "
+    return spec_row(S4_CLAIMS, "s4-class-clusters", f"{_epoch_span(c)}: {rise_text(a0, a1, n)}, n = {n}; the paper's ≈ 0.41 is on "
                 f"CIFAR-100's 100 classes ({a1 - .41:+.3f} from it)", rises(a0, a1, n))
 
 # %% ../nbs/09_clustering.ipynb #47c7ae53
@@ -189,13 +187,13 @@ def early_late_claim(m:pd.DataFrame, # metrics.csv of a run
     "`s4-sample-early-class-late`: both NCC train curves rise; the sample level is halfway at an earlier epoch."
     s, c = curve(m, "ncc_accuracy", "train", "sample"), curve(m, "ncc_accuracy", "train", "class")
     if len(s) < 2 or len(c) < 2:
-        return _row("s4-sample-early-class-late", "needs sample-level and class NCC train accuracy", None)
+        return spec_row(S4_CLAIMS, "s4-sample-early-class-late", "needs sample-level and class NCC train accuracy", None)
     up = {h: rises(x.iloc[0], x.iloc[-1], eval_n(n_eval, h, "train")) for h, x in (("sample", s), ("class", c))}
     half = {h: half_gain_epoch(x) if x.iloc[-1] > x.iloc[0] else None for h, x in (("sample", s), ("class", c))}
     said = "; ".join(f"{h} {'rises' if up[h] else 'does not rise'} beyond noise"
                      + (f", halfway at epoch {half[h]}" if half[h] is not None else "") for h in up)
     ok = up["sample"] and up["class"] and half["sample"] < half["class"]
-    return _row("s4-sample-early-class-late", said, ok)
+    return spec_row(S4_CLAIMS, "s4-sample-early-class-late", said, ok)
 
 # %% ../nbs/09_clustering.ipynb #c9605cc2
 def linear_gain_claim(m:pd.DataFrame, # metrics.csv of a run
@@ -205,12 +203,12 @@ def linear_gain_claim(m:pd.DataFrame, # metrics.csv of a run
     lin = {h: curve(m, "linear_accuracy", "test", h) for h in ("sample", "class", "superclass")}
     sem = [h for h in ("class", "superclass") if len(lin[h]) >= 2]
     if len(lin["sample"]) < 2 or "class" not in sem:
-        return _row("s4-linear-semantic-gain", "needs sample-level and class linear test accuracy", None)
+        return spec_row(S4_CLAIMS, "s4-linear-semantic-gain", "needs sample-level and class linear test accuracy", None)
     f = {h: s.iloc[-1] / s.iloc[0] for h, s in lin.items() if len(s) >= 2}
     up = {h: rises(lin[h].iloc[0], lin[h].iloc[-1], eval_n(n_eval, h, "test")) for h in sem}
     said = "; ".join(f"{h} {rise_text(lin[h].iloc[0], lin[h].iloc[-1], eval_n(n_eval, h, 'test'))}, ×{f[h]:.2f}"
                      for h in sem)
-    return _row("s4-linear-semantic-gain", f"{said}; sample ×{f['sample']:.2f}",
+    return spec_row(S4_CLAIMS, "s4-linear-semantic-gain", f"{said}; sample ×{f['sample']:.2f}",
                 all(up[h] and f[h] > f["sample"] for h in sem))
 
 # %% ../nbs/09_clustering.ipynb #96c2dba0
@@ -226,13 +224,13 @@ def ncc_linear_claim(m:pd.DataFrame, # metrics.csv of a run
     "`s4-ncc-linear-ratio`: NCC/linear test accuracy rises beyond noise at the sample and the class level."
     hs = ("sample", "class")
     if any(len(curve(m, "ncc_accuracy", "test", h)) < 2 for h in hs):
-        return _row("s4-ncc-linear-ratio", "needs sample-level and class NCC and linear test accuracy", None)
+        return spec_row(S4_CLAIMS, "s4-ncc-linear-ratio", "needs sample-level and class NCC and linear test accuracy", None)
     r = {h: _ratio(m, h, eval_n(n_eval, h, "test")) for h in hs}
     ok = all(exceeds(s.iloc[-1], s.iloc[0], se.iloc[-1], se.iloc[0]) for s, se in r.values())
     e10 = min(r["sample"][0].index, key=lambda e: abs(e - r["sample"][0].index[-1] / 10))
     said = "; ".join(f"{h} {s.iloc[0]:.3f} → {s.iloc[-1]:.3f} (2 SE {2 * math.hypot(se.iloc[0], se.iloc[-1]):.3f})"
                      for h, (s, se) in r.items())
-    return _row("s4-ncc-linear-ratio", f"{said}; beside the paper's numbers: sample ratio {r['sample'][0][e10]:.3f} "
+    return spec_row(S4_CLAIMS, "s4-ncc-linear-ratio", f"{said}; beside the paper's numbers: sample ratio {r['sample'][0][e10]:.3f} "
                 f"here at epoch {e10}, a tenth of the run (paper: >= 0.9 at epoch 100 of 1000), class ratio "
                 f"{r['class'][0].iloc[-1]:.3f} here at the end (paper: ≈ 0.75)", ok)
 
@@ -242,7 +240,7 @@ def regularization_claim(log:pd.DataFrame, # train_log.csv of a run
                         )->dict:
     "`s4-regularization-drives`: regularisation makes most of the loss's decrease; invariance falls < 10%."
     if not {"invariance", "regularization"} <= set(log.columns) or len(log) < 2:
-        return _row("s4-regularization-drives", "train_log.csv has no invariance/regularization terms to compare", None)
+        return spec_row(S4_CLAIMS, "s4-regularization-drives", "train_log.csv has no invariance/regularization terms to compare", None)
     a, b = log.iloc[0], log.iloc[-1]
     d_inv, d_reg = lam * (a.invariance - b.invariance), a.regularization - b.regularization
     total, inv_rel = d_inv + d_reg, (a.invariance - b.invariance) / abs(a.invariance)
@@ -250,7 +248,7 @@ def regularization_claim(log:pd.DataFrame, # train_log.csv of a run
     said = (f"epoch {int(a.epoch)} → {int(b.epoch)}: the loss changes by {-total:+.3g}, regularisation by "
             f"{-d_reg:+.3g} ({100 * share:.0f}% of the decrease), invariance × {lam:g} by {-d_inv:+.3g} (its own "
             f"value {-100 * inv_rel:+.0f}%)")
-    return _row("s4-regularization-drives", said, bool(total > 0 and share > .5 and inv_rel < .1))
+    return spec_row(S4_CLAIMS, "s4-regularization-drives", said, bool(total > 0 and share > .5 and inv_rel < .1))
 
 # %% ../nbs/09_clustering.ipynb #7ee832a6
 def compression_claim(m:pd.DataFrame, # metrics.csv of a run
@@ -259,12 +257,12 @@ def compression_claim(m:pd.DataFrame, # metrics.csv of a run
     mi = m[m.metric == "mutual_information"].groupby("epoch").value.mean().sort_index()
     sd = m[m.metric == "mutual_information_std"].groupby("epoch").value.mean().reindex(mi.index)
     if len(mi) < 2 or sd.isna().any():
-        return _row("s4-compression", "needs MINE estimates and their seed spread at >= 2 epochs (mine=True)", None)
+        return spec_row(S4_CLAIMS, "s4-compression", "needs MINE estimates and their seed spread at >= 2 epochs (mine=True)", None)
     e0, ep, e1 = mi.index[0], mi.idxmax(), mi.index[-1]
     ok = exceeds(mi[e0], mi[e1], sd[e0], sd[e1]) and exceeds(mi[ep], mi[e1], sd[ep], sd[e1])
     said = ", ".join(f"{w} {mi[e]:.2f} ± {sd[e]:.2f} (epoch {e})"
                      for w, e in (("first", e0), ("peak", ep), ("last", e1)))
-    return _row("s4-compression", f"MINE I(X; Z) in nats, mean ± sd over seeds: {said}", ok)
+    return spec_row(S4_CLAIMS, "s4-compression", f"MINE I(X; Z) in nats, mean ± sd over seeds: {said}", ok)
 
 # %% ../nbs/09_clustering.ipynb #7631301c
 def clustering_claims(m:pd.DataFrame,      # metrics.csv of a run
@@ -332,8 +330,6 @@ S4_STUDY_CLAIMS = {
         paper="augmentation slightly lowers NCC train and significantly raises NCC test (Fig. 3 right)"),
 }
 
-def _study_row(specs:dict, id:str, measured:str, ok)->dict: return claim_row(id, **specs[id], measured=measured, ok=ok)
-
 def _se(a:float, n:int)->float: return binomial_se(min(max(a, 0.), 1.), n)
 
 # %% ../nbs/09_clustering.ipynb #w3b100008
@@ -349,7 +345,7 @@ def supervised_ncc_claim(m:pd.DataFrame, # metrics of several runs, with a `run`
     short = math.hypot(_se(p["test"], n_te), _se(s["test"], n_te))
     said = (f"NCC train: supervised {p['train']:.3f} vs SSL {s['train']:.3f}; NCC test: SSL {s['test']:.3f} vs "
             f"supervised {p['test']:.3f} (2 SE {2 * short:.3f}); n = {n_tr} / {n_te}")
-    return _study_row(S4_STUDY_CLAIMS, "s4-supervised-ncc", said,
+    return spec_row(S4_STUDY_CLAIMS, "s4-supervised-ncc", said,
                       p["train"] >= .9 and above and s["test"] >= p["test"] - 2 * short)
 
 def augmentation_ncc_claim(m:pd.DataFrame, # metrics of several runs, with a `run` column
@@ -361,7 +357,7 @@ def augmentation_ncc_claim(m:pd.DataFrame, # metrics of several runs, with a `ru
     a, p, n = end_ncc(of_run(m, augmented)), end_ncc(of_run(m, plain)), n_eval["test"]
     said = (f"AutoAugment vs none: NCC train {a['train']:.3f} vs {p['train']:.3f}; NCC test {a['test']:.3f} vs "
             f"{p['test']:.3f} (2 SE {2 * math.hypot(_se(a['test'], n), _se(p['test'], n)):.3f}, n = {n})")
-    return _study_row(S4_STUDY_CLAIMS, "s4-augmentation-ncc", said,
+    return spec_row(S4_STUDY_CLAIMS, "s4-augmentation-ncc", said,
                       a["train"] < p["train"] and exceeds(a["test"], p["test"], _se(a["test"], n), _se(p["test"], n)))
 
 # %% ../nbs/09_clustering.ipynb #w3b10000c
@@ -415,7 +411,7 @@ def mu_claims(m:pd.DataFrame,   # metrics of several runs, with a `run` column
     d100, s100 = a[100] - a[25], math.hypot(se[100], se[25])
     said = (f"class linear test accuracy μ = 5 / 25 / 100: {a[5]:.3f} / {a[25]:.3f} / {a[100]:.3f} (n = {n}); "
             f"final invariance {inv[5]:.4g} / {inv[25]:.4g} / {inv[100]:.4g}")
-    return [_study_row(B3_CLAIMS, "b3-mu5-worse", f"{said}; 2 SE of 25 − 5: {2 * math.hypot(se[25], se[5]):.3f}",
+    return [spec_row(B3_CLAIMS, "b3-mu5-worse", f"{said}; 2 SE of 25 − 5: {2 * math.hypot(se[25], se[5]):.3f}",
                        exceeds(a[25], a[5], se[25], se[5])),
-            _study_row(B3_CLAIMS, "b3-mu100-comparable", f"{said}; 100 − 25 = {d100:+.3f} (2 SE {2 * s100:.3f})",
+            spec_row(B3_CLAIMS, "b3-mu100-comparable", f"{said}; 100 − 25 = {d100:+.3f} (2 SE {2 * s100:.3f})",
                        (abs(d100) < 2 * s100 or abs(d100) < .02) and inv[100] > inv[25])]

@@ -134,7 +134,7 @@ _paper = dict(dataset="cifar100", arch="res", depth=10, width=250, proj_dim=1000
               weight_decay=1e-6, analysis_epochs=PAPER_EPOCHS, eval_train=0, eval_test=0,
               sample_n=500, sample_k_train=100, sample_k_test=20, umap_points=5, mine=True)
 
-# stepwise SSL in a deep net (notebook 13): small init, small lr, the spectrum logged; sized by a pilot on one CPU core
+# stepwise SSL in a deep net (12_stepwise): small init, small lr, the spectrum logged; sized by a pilot on one CPU core
 _stepwise_res = dict(dataset="digits", depth=2, width=32, proj_dim=32, init_scale=0.2, epochs=80, batch_size=256,
                      lr=0.002, analysis_epochs=(0, 80), spectrum_every=5)
 

@@ -27,7 +27,8 @@ from .files import keyed_cache
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'DATASETS', 'SYSTEM_DATA_DIRS', 'DatasetInfo', 'dataset_info', 'DatasetNotFound',
-           'DatasetCorrupt', 'cache_dir', 'data_search_dirs', 'read_idx', 'load_dataset']
+           'DatasetCorrupt', 'cache_dir', 'data_search_dirs', 'fashion_mnist_files', 'read_idx', 'locate_split',
+           'load_dataset']
 
 # %% ../nbs/03a_datasets.ipynb #2759fc55
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -150,7 +151,7 @@ def data_search_dirs(root:str|Path|None=None, # an explicit data folder, searche
     return out
 
 # %% ../nbs/03a_datasets.ipynb #f99f5aff
-def _idx_names(split:str)->list[str]:
+def fashion_mnist_files(split:str)->list[str]:
     "File names (without `.gz`) of a Fashion-MNIST split: images, then labels."
     return [f"{'train' if split == 'train' else 't10k'}-{k}-ubyte" for k in ("images-idx3", "labels-idx1")]
 
@@ -177,7 +178,7 @@ def _present(name:str, # a dataset with files
              split:str, # "train" or "test"
             )->bool:
     "Whether `place` holds `split` of dataset `name` (its first file is there; the readers check the rest)."
-    if name == "fashion_mnist": return all(_find_file(place, f) is not None for f in _idx_names(split))
+    if name == "fashion_mnist": return all(_find_file(place, f) is not None for f in fashion_mnist_files(split))
     if name == "food101": return (place / "meta" / f"{split}.json").is_file()
     if place.suffixes[-2:] == [".tar", ".gz"]: return place.is_file()
     first = split if name == "cifar100" else ("data_batch_1" if split == "train" else "test_batch")
@@ -334,7 +335,7 @@ def _load_food101(folder:Path, # the food-101 folder (with images/ and meta/)
 # %% ../nbs/03a_datasets.ipynb #d2089eed
 def _read_fashion_mnist(place:Path, split:str)->tuple[Tensor, dict]:
     "Fashion-MNIST's two idx files of `split` in `place`, gzipped or not."
-    xf, yf = (_find_file(place, f) for f in _idx_names(split))
+    xf, yf = (_find_file(place, f) for f in fashion_mnist_files(split))
     x, y = read_idx(xf), read_idx(yf)
     if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
         raise DatasetCorrupt(f"{xf}, {yf}: shapes {x.shape} and {y.shape} are not images [N, H, W] and labels [N]")
@@ -404,7 +405,7 @@ def _download_and_find(name:str, split:str, target:Path)->tuple[Path|None, str]:
         return None, f"into {target} failed: {type(e).__name__}: {e}"
 
 # %% ../nbs/03a_datasets.ipynb #bee2a156
-def _locate(name:str, split:str, root:str|Path|None, download:bool)->Path:
+def locate_split(name:str, split:str, root:str|Path|None, download:bool)->Path:
     "The place that holds `split` of `name`, searched offline first, else downloaded; `DatasetNotFound` otherwise."
     bases = data_search_dirs(root)
     found, searched = _search(name, split, bases)
@@ -427,7 +428,7 @@ def load_dataset(name:str, # a key of `DATASETS`: digits, fashion_mnist, cifar10
     info = dataset_info(name)
     if split not in info.splits: raise ValueError(f"unknown split {split!r} for {name}; expected one of {info.splits}")
     if name == "digits": images, labels = _load_digits(split)
-    else: images, labels = _READERS[name](_locate(name, split, root, download), split)
+    else: images, labels = _READERS[name](locate_split(name, split, root, download), split)
     if info.superclass_of is not None and "superclass" not in labels:
         labels["superclass"] = torch.tensor(info.superclass_of, dtype=torch.int64)[labels["class"]]
     return images.contiguous(), labels

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
 import seaborn as sns
-from .claims import claim_row, ssl_only, binomial_se, ratio_se, rises, spearman, eval_n
+from .claims import spec_row, ssl_only, binomial_se, ratio_se, rises, spearman, eval_n
 
 # %% auto #0
 __all__ = ['S6_CLAIMS', 'B_LAYER_CLAIMS', 'layer_table', 'fig_layers', 'layers_improve_claim', 'depth_trend', 'deeper_is_better',
@@ -79,8 +79,6 @@ S6_CLAIMS = {
         paper="Fig. 5 right: the superclass / class accuracy ratio is larger in the deeper layers"),
 }
 
-def _row(id:str, measured:str, ok)->dict: return claim_row(id, **S6_CLAIMS[id], measured=measured, ok=ok)
-
 def _blocks(m:pd.DataFrame, h:str)->pd.DataFrame|None:
     "Epoch × layer table of `h`'s linear test accuracy (stem and blocks), or None when the run has none."
     has = (m.metric == "linear_accuracy") & (m.split == "test") & (m.hierarchy == h)
@@ -94,14 +92,14 @@ def layers_improve_claim(m:pd.DataFrame, # metrics.csv of a run
     "`s6-layers-improve-<hierarchy>`: every block's linear test accuracy rises beyond noise over training."
     id, t = f"s6-layers-improve-{hierarchy}", _blocks(m, hierarchy)
     if t is None or len(t) < 2 or t.columns.max() < 1:
-        return _row(id, f"needs {hierarchy} linear test accuracy of the blocks at >= 2 epochs", None)
+        return spec_row(S6_CLAIMS, id, f"needs {hierarchy} linear test accuracy of the blocks at >= 2 epochs", None)
     n, a0, a1 = eval_n(n_eval, hierarchy, "test"), t.iloc[0], t.iloc[-1]
     blocks = [l for l in t.columns if l >= 1]
     gains = ", ".join(f"{l}: {a1[l] - a0[l]:+.3f}" for l in blocks)
     noise = max(2 * math.hypot(binomial_se(a0[l], n), binomial_se(a1[l], n)) for l in blocks)
     said = (f"epoch {t.index[0]} → {t.index[-1]}, gain per block {gains} (2 SE <= {noise:.3f}, n = {n}); "
             f"stem (layer 0): {a1.iloc[0] - a0.iloc[0]:+.3f}")
-    return _row(id, said, all(rises(a0[l], a1[l], n) for l in blocks))
+    return spec_row(S6_CLAIMS, id, said, all(rises(a0[l], a1[l], n) for l in blocks))
 
 # %% ../nbs/11_hierarchies.ipynb #e656a128
 def depth_trend(values, # a depth profile over blocks 1..L (L >= 2)
@@ -136,13 +134,13 @@ def deeper_better_claim(m:pd.DataFrame, # metrics.csv of a run
     "`s6-deeper-better-<hierarchy>`: at the end of training, linear test accuracy rises with block index."
     id, t = f"s6-deeper-better-{hierarchy}", _blocks(m, hierarchy)
     if t is None or (t.columns >= 1).sum() < 2:
-        return _row(id, f"needs {hierarchy} linear test accuracy of >= 2 residual blocks", None)
+        return spec_row(S6_CLAIMS, id, f"needs {hierarchy} linear test accuracy of >= 2 residual blocks", None)
     (e, v, stem), n = _profile(t), eval_n(n_eval, hierarchy, "test")
     ses = [binomial_se(a, n) for a in v]
     rho, lo, hi, se = depth_trend(v, ses)
     said = (f"epoch {e}, blocks 1..{len(v)}: {', '.join(f'{a:.3f}' for a in v)} (stem {stem:.3f}); ρ = {rho:.2f}; "
             f"deeper half {hi:.3f} vs shallower {lo:.3f} (2 SE {2 * se:.3f}); best block {int(v.idxmax())}")
-    return _row(id, said, deeper_is_better(v, ses))
+    return spec_row(S6_CLAIMS, id, said, deeper_is_better(v, ses))
 
 # %% ../nbs/11_hierarchies.ipynb #60e0b96d
 def superclass_gains_claim(m:pd.DataFrame, # metrics.csv of a run
@@ -152,14 +150,14 @@ def superclass_gains_claim(m:pd.DataFrame, # metrics.csv of a run
     id = "s6-superclass-gains-more"
     ts, tc = _blocks(m, "superclass"), _blocks(m, "class")
     if ts is None or tc is None or (tc.columns >= 1).sum() < 2:
-        return _row(id, "needs class and superclass linear test accuracy of >= 2 residual blocks", None)
+        return spec_row(S6_CLAIMS, id, "needs class and superclass linear test accuracy of >= 2 residual blocks", None)
     (e, s, _), (_, c, _) = _profile(ts), _profile(tc)
     n_s, n_c = eval_n(n_eval, "superclass", "test"), eval_n(n_eval, "class", "test")
     r, ses = s / c, [ratio_se(a, b, n_s, n_c) for a, b in zip(s, c)]
     rho, lo, hi, se = depth_trend(r, ses)
     said = (f"epoch {e}, superclass / class ratio of blocks 1..{len(r)}: {', '.join(f'{a:.3f}' for a in r)}; "
             f"ρ = {rho:.2f}; deeper half {hi:.3f} vs shallower {lo:.3f} (2 SE {2 * se:.3f})")
-    return _row(id, said, deeper_is_better(r, ses))
+    return spec_row(S6_CLAIMS, id, said, deeper_is_better(r, ses))
 
 # %% ../nbs/11_hierarchies.ipynb #7ee832a6
 def hierarchy_claims(m:pd.DataFrame,      # metrics.csv of a run
@@ -260,8 +258,6 @@ B_LAYER_CLAIMS = {
         paper="VICReg consistently achieves better performance (Fig. 11 top)"),
 }
 
-def _brow(id:str, measured:str, ok)->dict: return claim_row(id, **B_LAYER_CLAIMS[id], measured=measured, ok=ok)
-
 def _bse(a:float, n:int)->float: return binomial_se(min(max(float(a), 0.), 1.), n)
 
 def _end_blocks(m:pd.DataFrame, run:str, h:str="class")->pd.Series:
@@ -282,7 +278,7 @@ def width_claim(m:pd.DataFrame, # metrics of several runs, with a `run` column
     means = [float(_end_blocks(m, r).mean()) for r in runs]
     said = (f"widest > narrowest beyond 2 SE at {len(wins)} of {lo.size} (epoch, block) pairs (n = {n}); block means "
             f"at the end: " + ", ".join(f"{r} {v:.3f}" for r, v in zip(runs, means)))
-    return _brow("b1-width", said, len(wins) == lo.size and all(np.diff(means) > 0))
+    return spec_row(B_LAYER_CLAIMS, "b1-width", said, len(wins) == lo.size and all(np.diff(means) > 0))
 
 def depth_late_claim(m:pd.DataFrame, # metrics of several runs, with a `run` column
                      shallow:str, deep:str, # the two runs
@@ -290,7 +286,7 @@ def depth_late_claim(m:pd.DataFrame, # metrics of several runs, with a `run` col
                     )->dict:
     "`b1-depth-late`: the deep run's last block beats the shallow run's at the last epoch beyond noise."
     n, a, b = eval_n(n_eval, "class", "test"), _end_blocks(m, shallow).iloc[-1], _end_blocks(m, deep).iloc[-1]
-    return _brow("b1-depth-late", f"last layer at the end: deep {b:.3f} vs shallow {a:.3f}, {rise_gap(a, b, n)}",
+    return spec_row(B_LAYER_CLAIMS, "b1-depth-late", f"last layer at the end: deep {b:.3f} vs shallow {a:.3f}, {rise_gap(a, b, n)}",
                  rises(a, b, n))
 
 def rise_gap(a:float, b:float, n:int)->str:
@@ -308,7 +304,7 @@ def shallow_early_claim(m:pd.DataFrame, # metrics of several runs, with a `run` 
     se = math.hypot(np.mean([_bse(v, n) for v in s]), np.mean([_bse(v, n) for v in d]))
     said = (f"blocks 1..{k} at the end: shallow {', '.join(f'{v:.3f}' for v in s)} vs deep "
             f"{', '.join(f'{v:.3f}' for v in d)}; means {s.mean():.3f} vs {d.mean():.3f} (2 SE {2 * se:.3f})")
-    return _brow("b1-shallow-early-layers", said, bool(s.mean() - d.mean() > 2 * se))
+    return spec_row(B_LAYER_CLAIMS, "b1-shallow-early-layers", said, bool(s.mean() - d.mean() > 2 * se))
 
 # %% ../nbs/11_hierarchies.ipynb #w3b12000c
 def _per_layer(ax, m:pd.DataFrame, h:str, metric:str, title:str):
@@ -356,7 +352,7 @@ def other_datasets_claim(m:pd.DataFrame, # metrics of several runs, with a `run`
         oks.append(s_ok and all(ok for ok, _ in c.values()))
         parts.append(f"{ds} ({r}): sample NCC test {s_t}{'' if s_ok else ' (within noise)'}; class per block "
                      + ", ".join(f"{l}: {t}{'' if ok else ' (within noise)'}" for l, (ok, t) in c.items()))
-    return _brow("b2-other-datasets", "; ".join(parts), all(oks))
+    return spec_row(B_LAYER_CLAIMS, "b2-other-datasets", "; ".join(parts), all(oks))
 
 # %% ../nbs/11_hierarchies.ipynb #w3b120011
 def fig_methods(m:pd.DataFrame, # metrics of several runs, with a `run` column
@@ -389,5 +385,5 @@ def methods_claims(m:pd.DataFrame, # metrics of several runs, with a `run` colum
     se = math.hypot(np.mean([_bse(a, n) for a in v]), np.mean([_bse(a, n) for a in s]))
     said = (f"every block rises: VICReg {up['VICReg']}, SimCLR {up['SimCLR']}; profile ρ = {rho:.2f}; block means "
             f"at the end VICReg {v.mean():.3f} vs SimCLR {s.mean():.3f} (2 SE {2 * se:.3f}, n = {n})")
-    return [_brow("b4-similar-behaviour", said, all(up.values()) and rho >= .5),
-            _brow("b4-vicreg-better", said, bool(v.mean() - s.mean() > 2 * se))]
+    return [spec_row(B_LAYER_CLAIMS, "b4-similar-behaviour", said, all(up.values()) and rho >= .5),
+            spec_row(B_LAYER_CLAIMS, "b4-vicreg-better", said, bool(v.mean() - s.mean() > 2 * se))]

@@ -10,12 +10,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['CHUNK_ELEMS', 'class_means', 'cdnv', 'class_variance', 'class_mean_distance', 'ncc_accuracy', 'mine_estimate']
+__all__ = ['CHUNK_ELEMS', 'check_features', 'check_labels', 'class_means', 'cdnv', 'class_variance', 'class_mean_distance',
+           'ncc_accuracy', 'mine_estimate']
 
 # %% ../nbs/06a_metrics.ipynb #b984fa42
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
-def _check_features(x:Tensor, # features [N, D]
+def check_features(x:Tensor, # features [N, D]
                     name:str="features", # how the message calls them
                    ):
     "Raise one clear error unless `x` is a finite, non-empty, floating-point [N, D] tensor."
@@ -28,7 +29,7 @@ def _check_features(x:Tensor, # features [N, D]
     if not (torch.isfinite(lo) and torch.isfinite(hi)): raise ValueError(f"{name} contain NaN or inf")
 
 # %% ../nbs/06a_metrics.ipynb #4659cc7e
-def _check_labels(y:Tensor, # integer labels [N]
+def check_labels(y:Tensor, # integer labels [N]
                   x:Tensor, # the features they label
                   name:str="labels", # how the message calls them
                  ):
@@ -47,7 +48,7 @@ def _check_xy(x:Tensor, # features [N, D]
               lname:str="labels", # how messages call the labels
              ):
     "Check features and their labels together."
-    _check_features(x, fname); _check_labels(y, x, lname)
+    check_features(x, fname); check_labels(y, x, lname)
 
 # %% ../nbs/06a_metrics.ipynb #b01c2962
 CHUNK_ELEMS = 2**22  # elements per chunk of rows (32 MiB in float64): bounds the memory of every pass
@@ -215,7 +216,7 @@ def _mine_inputs(x:Tensor, # inputs [N, ...]
     "Check MINE's arguments; flattened x and z, the list of seeds and the number of held-out samples."
     if not isinstance(x, Tensor) or not isinstance(z, Tensor): raise TypeError("x and z must be torch.Tensors")
     x, z = x.reshape(len(x), -1), z.reshape(len(z), -1)
-    _check_features(x, "inputs x"); _check_features(z, "representations z")
+    check_features(x, "inputs x"); check_features(z, "representations z")
     if len(x) != len(z): raise ValueError(f"x has {len(x)} samples but z has {len(z)}")
     if x.device != z.device: raise ValueError(f"x is on {x.device} but z on {z.device}")
     seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]

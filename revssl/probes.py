@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from sklearn.svm import LinearSVC
-from .metrics import _check_features, _check_labels
+from .metrics import check_features, check_labels
 
 # %% auto #0
 __all__ = ['SOLVERS', 'PROBES', 'linear_probe']
@@ -307,14 +307,14 @@ def _probe_targets(train_x:Tensor, # train features [N, D]
     if set(train_ys) != set(test_ys):
         diff = sorted(map(str, set(train_ys) ^ set(test_ys)))
         raise ValueError(f"train and test label dicts have different keys: {diff}")
-    _check_features(train_x, "train features"); _check_features(test_x, "test features")
+    check_features(train_x, "train features"); check_features(test_x, "test features")
     if train_x.shape[1] != test_x.shape[1]:
         raise ValueError(f"test features have D={test_x.shape[1]} but train features D={train_x.shape[1]}")
     if train_x.device != test_x.device:
         raise ValueError(f"test features are on {test_x.device} but train features on {train_x.device}")
     for k in train_ys:
         label = "labels" if single else f"labels of target {k!r}"
-        _check_labels(train_ys[k], train_x, "train " + label); _check_labels(test_ys[k], test_x, "test " + label)
+        check_labels(train_ys[k], train_x, "train " + label); check_labels(test_ys[k], test_x, "test " + label)
         if not (train_ys[k] != train_ys[k][0]).any():
             raise ValueError(f"train {label} have a single class; a linear probe needs at least 2")
     return train_ys, {k: test_ys[k] for k in train_ys}, single

@@ -20,7 +20,7 @@ from .train import TRAINING_FIELDS, build_run, train_epochs, load_checkpoint, pr
 from .distributed import setup_distributed, resolve_device
 from .features import model_from_checkpoint
 from .analysis import eval_sets, run_config, file_digest, cache_key, checkpoint_features, weight_checkpoints
-from .claims import claim_row
+from .claims import spec_row
 from .metrics import ncc_accuracy, cdnv, class_variance, class_mean_distance
 from .probes import linear_probe
 
@@ -379,7 +379,7 @@ def _measurable(d:pd.DataFrame)->pd.DataFrame:
     ok = d[d.se <= MAX_SE]
     return (ok if len(ok) else d).sort_values("randomness")
 
-def _ends(d:pd.DataFrame)->tuple:
+def _end_points(d:pd.DataFrame)->tuple:
     "(c, se) at the lowest randomness and at the highest measurable randomness of one epoch x layer; that level."
     d = _measurable(d)
     return d.c.iloc[0], d.se.iloc[0], d.c.iloc[-1], d.se.iloc[-1], d.randomness.iloc[-1]
@@ -414,26 +414,22 @@ S5_CLAIMS = {
         paper="the ResNet-18 curves lie above the ViT curves except at randomness 0 (Fig. 12)"),
 }
 
-def _claim(id:str, measured:str, ok)->dict:
-    "The claims.csv row of §5 / B.5 claim `id` (`S5_CLAIMS`) with this run's numbers and outcome."
-    return claim_row(id, **S5_CLAIMS[id], measured=measured, ok=ok)
-
 # %% ../nbs/10_randomness.ipynb #1b9a0823
 def _semantic_claims(c:pd.DataFrame)->list[dict]:
     "s5-semantic-over-random and s5-gap-grows from the corrected-accuracy table of one generator."
     d = c[c.layer == c.layer.max()]
     first, last = d[d.epoch == d.epoch.min()], d[d.epoch == d.epoch.max()]
-    c0, s0, c1, s1, r1 = _ends(last)
+    c0, s0, c1, s1, r1 = _end_points(last)
     rho = _measurable(last).c.corr(_measurable(last).randomness, method="spearman")
-    g_first, g_last = _ends(first), (c0, s0, c1, s1)
+    g_first, g_last = _end_points(first), (c0, s0, c1, s1)
     gap = lambda t: t[0] - t[2]
     se_gap = math.sqrt(sum(t[1]**2 + t[3]**2 for t in (g_first, g_last)))
     e0, e1 = int(d.epoch.min()), int(d.epoch.max())
-    return [_claim("s5-semantic-over-random",
+    return [spec_row(S5_CLAIMS, "s5-semantic-over-random",
                    f"epoch {e1}: {c0:.3f} (r=0) vs {c1:.3f} (r={r1:.2f}), 2 SE = {2 * math.hypot(s0, s1):.3f}, "
                    f"ρ = {rho:.2f}",
                    bool(c0 - c1 > 2 * math.hypot(s0, s1) and rho < 0)),
-            _claim("s5-gap-grows",
+            spec_row(S5_CLAIMS, "s5-gap-grows",
                    f"gap {gap(g_first):.3f} at epoch {e0} -> {gap(g_last):.3f} at epoch {e1} (2 SE = {2 * se_gap:.3f}; "
                    f"random end r={r1:.2f})",
                    bool(gap(g_last) - gap(g_first) > 2 * se_gap))]
@@ -442,26 +438,26 @@ def _semantic_claims(c:pd.DataFrame)->list[dict]:
 def _layer_claim(c:pd.DataFrame)->dict:
     "s5-layers-random: at the end, every layer gains as randomness falls, the last layer more than the stem."
     d = c[c.epoch == c.epoch.max()]
-    ends = {l: _ends(g) for l, g in d.groupby("layer")}
+    ends = {l: _end_points(g) for l, g in d.groupby("layer")}
     gain = {l: t[0] - t[2] for l, t in ends.items()}
     se = {l: math.hypot(t[1], t[3]) for l, t in ends.items()}
     lo, hi = min(gain), max(gain)
     ok = all(gain[l] > 2 * se[l] for l in gain) and gain[hi] - gain[lo] > 2 * math.hypot(se[hi], se[lo])
-    return _claim("s5-layers-random", "gain per layer: " + ", ".join(f"L{l}: {g:+.3f}" for l, g in gain.items()), ok)
+    return spec_row(S5_CLAIMS, "s5-layers-random", "gain per layer: " + ", ".join(f"L{l}: {g:+.3f}" for l, g in gain.items()), ok)
 
 def _distance_claim(m:pd.DataFrame, generator:str)->dict:
     "s5-distance-drives-cdnv: the CDNV ratio changes through the class-mean distance, not the variance."
     r = semantic_random_ratios(m, generator)
     ch = np.log(r.iloc[-1] / r.iloc[0])
     ok = bool(ch.cdnv < 0 and ch.class_mean_distance > 0 and abs(ch.class_variance) < abs(ch.class_mean_distance) / 2)
-    return _claim("s5-distance-drives-cdnv", f"Δ log ratio: CDNV {ch.cdnv:+.2f}, distance "
+    return spec_row(S5_CLAIMS, "s5-distance-drives-cdnv", f"Δ log ratio: CDNV {ch.cdnv:+.2f}, distance "
                   f"{ch.class_mean_distance:+.2f}, variance {ch.class_variance:+.2f}, NCC {ch.ncc_accuracy:+.2f}", ok)
 
 # %% ../nbs/10_randomness.ipynb #2e256d8c
 def _resnet_vit_claim(m:pd.DataFrame)->dict:
     "b5-resnet-over-vit: ResNet targets are fit better than ViT targets at matched randomness in (0, 1]."
     if not set(GENERATORS) <= set(m.generator.dropna()):
-        return _claim("b5-resnet-over-vit", "needs ResNet-18 and ViT targets", None)
+        return spec_row(S5_CLAIMS, "b5-resnet-over-vit", "needs ResNet-18 and ViT targets", None)
     cs = {g: _corrected(m, g) for g in GENERATORS}
     diff, se = {}, 0.
     for e in sorted(cs["resnet18"].epoch.unique()):
@@ -472,7 +468,7 @@ def _resnet_vit_claim(m:pd.DataFrame)->dict:
         se = math.hypot(at["resnet18"].se.mean(), at["vit"].se.mean()) / math.sqrt(len(grid))
     last = max(diff)
     ok = diff[last] > 2 * se and sum(v > 0 for v in diff.values()) > len(diff) / 2
-    return _claim("b5-resnet-over-vit", "ResNet − ViT per epoch: " + ", ".join(f"{e}: {v:+.3f}" for e, v in
+    return spec_row(S5_CLAIMS, "b5-resnet-over-vit", "ResNet − ViT per epoch: " + ", ".join(f"{e}: {v:+.3f}" for e, v in
                                                                         diff.items())
                   + f" (2 SE at the last epoch = {2 * se:.3f})", ok)
 

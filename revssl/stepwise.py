@@ -12,14 +12,15 @@ from scipy.integrate import solve_ivp
 from scipy.linalg import subspace_angles
 from .losses import barlow_twins_loss, cross_correlation
 from .augment import SimCLRAugment
+from .claims import claim_row
 
 # %% auto #0
-__all__ = ['STEPWISE_LINEAR', 'STEPS_CRITERION', 'THEORY_CRITERION', 'STEPWISE_LINEAR_RAW', 'StepwiseLinear', 'positive_pairs',
-           'pair_covariance', 'gamma_eigen', 'initial_eigenvalues', 'logistic_eigenvalues', 'predicted_step_times',
-           'integrate_reduced_ode', 'initial_weights', 'symmetric_cross_correlation', 'train_linear_barlow',
-           'crossing_times', 'learned_directions', 'mode_order', 'principal_angles_deg', 'stepwise_steps_claim',
-           'stepwise_theory_claim', 'plot_stepwise', 'setting_row', 'spectrum_curves', 'stepwise_deep_claim',
-           'plot_spectrum']
+__all__ = ['STEPWISE_LINEAR', 'STEPWISE_SECTION', 'STEPWISE_FIGURE', 'STEPS_CRITERION', 'THEORY_CRITERION', 'STEPWISE_LINEAR_RAW',
+           'StepwiseLinear', 'positive_pairs', 'pair_covariance', 'gamma_eigen', 'initial_eigenvalues',
+           'logistic_eigenvalues', 'predicted_step_times', 'integrate_reduced_ode', 'initial_weights',
+           'symmetric_cross_correlation', 'train_linear_barlow', 'crossing_times', 'learned_directions', 'mode_order',
+           'principal_angles_deg', 'stepwise_steps_claim', 'stepwise_theory_claim', 'plot_stepwise', 'setting_row',
+           'spectrum_curves', 'stepwise_deep_claim', 'plot_spectrum']
 
 # %% ../nbs/12_stepwise.ipynb #55f7c8c3
 @dataclass(frozen=True)
@@ -178,9 +179,7 @@ def principal_angles_deg(a:Tensor, b:Tensor, # two bases [d, k]
     return np.degrees(subspace_angles(a.numpy(), b.numpy()))
 
 # %% ../nbs/12_stepwise.ipynb #5abaf325
-def _row(id, claim, criterion, paper, measured, verdict, figure="figures/stepwise_linear.png"):
-    return dict(id=id, section="stepwise SSL (Simon et al.)", figure=figure, claim=claim, criterion=criterion,
-                paper=paper, measured=measured, verdict=verdict)
+STEPWISE_SECTION, STEPWISE_FIGURE = "stepwise SSL (Simon et al.)", "figures/stepwise_linear.png"
 
 STEPS_CRITERION = ("t50 of the k leading eigenvalues strictly increasing, and each gap t50[i+1]-t50[i] larger than "
                    "both t90[i]-t50[i] and t50[i+1]-t10[i+1] (levels relative to each curve's final value)")
@@ -188,17 +187,18 @@ STEPS_CRITERION = ("t50 of the k leading eigenvalues strictly increasing, and ea
 def stepwise_steps_claim(t:Tensor, # effective times [T]
                          curves:Tensor, # eigenvalue curves [T, k], leading first
                         )->dict: # a claims.csv row
-    "Claim `stepwise-steps`: the leading eigenvalues rise one at a time."
+    "Claim `stepwise-steps`: the top eigenvalues rise one at a time, in separated steps."
     t10, t50, t90 = (crossing_times(t, curves, f) for f in (0.1, 0.5, 0.9))
     claim = "embedding eigenvalues rise one at a time, in separated steps"
     paper = "stepwise steps (Simon et al.)"
     if torch.cat([t10, t50, t90]).isnan().any():
-        return _row("stepwise-steps", claim, STEPS_CRITERION, paper, "a curve never reaches its levels", "not measured")
+        return claim_row("stepwise-steps", STEPWISE_SECTION, STEPWISE_FIGURE, claim, STEPS_CRITERION, paper,
+                         "a curve never reaches its levels", None)
     gap, need = t50[1:] - t50[:-1], torch.maximum(t90[:-1] - t50[:-1], t50[1:] - t10[1:])
     ok = bool((gap > need).all())
     measured = (f"t50 = {np.array2string(t50.numpy(), precision=3)}; gap / needed = "
                 f"{np.array2string((gap / need).numpy(), precision=2)}")
-    return _row("stepwise-steps", claim, STEPS_CRITERION, paper, measured, "reproduced" if ok else "not reproduced")
+    return claim_row("stepwise-steps", STEPWISE_SECTION, STEPWISE_FIGURE, claim, STEPS_CRITERION, paper, measured, ok)
 
 # %% ../nbs/12_stepwise.ipynb #037841b0
 THEORY_CRITERION = ("learned directions, in step order, are Γ's eigenvectors 0..k-1; "
@@ -217,12 +217,13 @@ def stepwise_theory_claim(measured:Tensor, # measured step times t50 [k]
     claim = "linear model: learned directions and step order/times match the eigendecomposition of Γ"
     paper = "steps at t_i = ε ln(1/λ_i(0) - 1) / (8 γ_i), directions = top eigenvectors of Γ"
     if measured.isnan().any():
-        return _row("stepwise-theory", claim, crit, paper, "some step never happens", "not measured")
+        return claim_row("stepwise-theory", STEPWISE_SECTION, STEPWISE_FIGURE, claim, crit, paper,
+                         "some step never happens", None)
     ratio = (measured / predicted).numpy()
     ok = list(order) == list(range(len(order))) and bool((abs(ratio - 1) <= rtol).all()) and angles.max() < max_angle
     measured_s = (f"order {list(order)}; t50/t_pred = {np.array2string(ratio, precision=2)}; "
                   f"max angle {angles.max():.1f} deg")
-    return _row("stepwise-theory", claim, crit, paper, measured_s, "reproduced" if ok else "not reproduced")
+    return claim_row("stepwise-theory", STEPWISE_SECTION, STEPWISE_FIGURE, claim, crit, paper, measured_s, ok)
 
 # %% ../nbs/12_stepwise.ipynb #8a335a7c
 def plot_stepwise(t:Tensor, # effective times [T]

@@ -12,7 +12,7 @@ import multiprocessing as mp
 import pandas as pd
 import torch
 from .config import Config, get_preset, apply_overrides, validate, model_name, config_from_dict, data_seed_of
-from .datasets import dataset_info, DatasetNotFound, _locate
+from .datasets import dataset_info, DatasetNotFound, locate_split
 from .train import config_diff
 from .models import build_model
 from .claims import eval_sizes, check_claims, write_claims, read_claims, SPLIT_SIZES, SSL_METHODS
@@ -137,7 +137,7 @@ def missing_datasets(members:list, # the `Member`s to run
     out = []
     for ds, root in dict.fromkeys((c.dataset, c.data_root) for c in map(member_config, members)):
         try:
-            for split in ("train", "test"): _locate(ds, split, root, download=False) if ds != "digits" else None
+            for split in ("train", "test"): locate_split(ds, split, root, download=False) if ds != "digits" else None
         except DatasetNotFound: out.append(f"{ds}: {dataset_info(ds).how_to_get}")
     return out
 

@@ -10,7 +10,7 @@ __all__ = ['write_idx', 'make_fake_dataset']
 import gzip, json, pickle, shutil, struct, tarfile, tempfile
 from pathlib import Path
 import numpy as np
-from .datasets import dataset_info, _idx_names
+from .datasets import dataset_info, fashion_mnist_files
 
 # %% ../nbs/03b_testing.ipynb #548b13fe
 def write_idx(path:Path, # the file to write; gzipped
@@ -41,7 +41,7 @@ def _fake_arrays(info, n_train:int, n_test:int, seed:int)->dict:
 def _write_fake_fashion_mnist(root:Path, out:dict, info, tarball:bool)->dict:
     folder = root / "fashion-mnist"; folder.mkdir(parents=True, exist_ok=True)
     for split, (x, y) in out.items():
-        xf, yf = _idx_names(split)
+        xf, yf = fashion_mnist_files(split)
         write_idx(folder / f"{xf}.gz", x[:, 0]); write_idx(folder / f"{yf}.gz", y.astype(np.uint8))
     return out
 
