@@ -36,7 +36,7 @@ demo: setup data
 # Every test and every notebook, once: tests/test_notebooks.py runs each notebook in a Jupyter kernel (nbclient), as
 # "Run All" does; two workers, the tests of one module on one worker (tests/conftest.py).
 test: setup data
-	$(VENV)/bin/pytest -q -n 2 --dist loadgroup --durations=25 tests
+	$(VENV)/bin/pytest -q -n 2 --durations=25 tests
 
 # The notebooks through nbdev's own runner (in-process, flagged cells skipped): `make nbdev-test`, or with the flagged
 # cells `$(VENV)/bin/nbdev_test --flags "slow gpu"` on a GPU machine. `make test` covers the same cells (nbclient).

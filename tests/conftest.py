@@ -1,7 +1,7 @@
 """Shared pytest setup.
 
 - The `slow` marker: skipped unless REVSSL_SLOW=1 (e.g. `REVSSL_SLOW=1 pytest -q tests -k slow`).
-- Parallel runs (`pytest -n 2 --dist loadgroup`, as `make test` does): the tests of one module stay on one worker, so a
+- Parallel runs (`pytest -n 2`, as `make test` does): the tests of one module stay on one worker, so a
   module-scoped fixture (a smoke run, a study) is computed once; each notebook of test_notebooks.py is a unit of its
   own. The longest units start first, so the two workers finish close together."""
 import os
@@ -18,16 +18,24 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: minutes of CPU time (paper-size models); runs only when REVSSL_SLOW=1")
 
 
-def unit(item) -> str:
+def unit(nodeid:str) -> str:
     "The scheduling unit of a test: its notebook for test_notebooks.py, else its module."
-    name = item.nodeid.split("/")[-1]
+    name = nodeid.split("/")[-1]
     return name if name.startswith("test_notebooks.py::test_notebook_runs") else name.split("::")[0]
+
+
+def pytest_xdist_make_scheduler(config, log):
+    "pytest-xdist's scheduler, with `unit` as the unit of work."
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid): return unit(nodeid)
+    return UnitScheduling(config, log)
 
 
 def pytest_collection_modifyitems(config, items):
     rank = {u: i for i, u in enumerate(FIRST)}
-    items.sort(key=lambda it: rank.get(unit(it), len(FIRST)))   # stable: the rest keep their order
-    for it in items: it.add_marker(pytest.mark.xdist_group(unit(it)))
+    items.sort(key=lambda it: rank.get(unit(it.nodeid), len(FIRST)))   # stable: the rest keep their order
     if os.environ.get("REVSSL_SLOW") == "1":
         return
     skip = pytest.mark.skip(reason="slow: set REVSSL_SLOW=1 to run")
