@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 export OMP_WAIT_POLICY ?= PASSIVE
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: demo test setup data notebooks smoke clean-venv
+.PHONY: demo test nbdev-test setup data notebooks smoke clean-venv
 
 $(VENV)/.installed: setup.py settings.ini
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -33,9 +33,15 @@ data:
 demo: setup data
 	$(VENV)/bin/revssl reproduce --preset demo --out runs/demo
 
+# Every test and every notebook, once: tests/test_notebooks.py runs each notebook in a Jupyter kernel (nbclient), as
+# "Run All" does; two workers, the tests of one module on one worker (tests/conftest.py).
 test: setup data
+	$(VENV)/bin/pytest -q -n 2 --durations=25 tests
+
+# The notebooks through nbdev's own runner (in-process, flagged cells skipped): `make nbdev-test`, or with the flagged
+# cells `$(VENV)/bin/nbdev_test --flags "slow gpu"` on a GPU machine. `make test` covers the same cells (nbclient).
+nbdev-test: setup
 	$(VENV)/bin/nbdev_test --n_workers 2 --do_print
-	$(VENV)/bin/pytest -q tests
 
 # Store every notebook's outputs (slow/gpu cells skipped), as committed for readers.
 notebooks: setup data

@@ -12,11 +12,10 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 from .config import Config, EVAL_BN, config_from_dict, config_hash, validate, data_seed_of
 from .datasets import load_dataset, dataset_info
 from .augment import SimCLRAugment, normalize, sample_level_set
-from .train import load_train_set, subset_indices, resolve_device
+from .train import load_train_set, subset_indices, resolve_device, progress_bar
 from .files import keyed_cache
 from .features import layer_features, recalibrate_bn, revssl_layers, model_from_checkpoint
 from .metrics import ncc_accuracy, cdnv, class_variance, class_mean_distance, mine_estimate
@@ -243,7 +242,7 @@ def analyze(run:Path,                 # a run directory written by `revssl.train
     if not ckpts: raise FileNotFoundError(f"{run} has no checkpoints/epoch_*.pt: train it first")
     device, sets = resolve_device(cfg.device), cache(partial(eval_sets, cfg))   # the sets are drawn once, if needed
     def make():
-        frames = [epoch_metrics(run, ck, cfg, sets, device) for ck in tqdm(ckpts, desc="analyse", disable=not progress)]
+        frames = [epoch_metrics(run, ck, cfg, sets, device) for ck in progress_bar(ckpts, desc="analyse", disable=not progress)]
         return pd.concat(frames, ignore_index=True)
     key = "|".join(metrics_key(ck, cfg) for ck in ckpts)
     return keyed_cache(run/"metrics.csv", key, make, _save_csv, pd.read_csv)
@@ -280,7 +279,7 @@ def embed_umap(run:Path,          # an analysed (or at least trained) run direct
     def make():
         sets, device = eval_sets(cfg), resolve_device(cfg.device)
         labels = {s: ys for s, (_, ys) in sets.items()}
-        return pd.DataFrame([r for ck in tqdm(ends, desc="umap", disable=not progress)
+        return pd.DataFrame([r for ck in progress_bar(ends, desc="umap", disable=not progress)
                              for r in umap_rows(checkpoint_features(ck, cfg, sets, run/"features", device), labels,
                                                 int(ck.stem.split("_")[1]), cfg.umap_points, cfg.seed)])
     key = "|".join(cache_key(c, cfg, FEATURE_FIELDS) for c in ends) + f"|{cfg.umap_points}"

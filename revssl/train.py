@@ -4,7 +4,7 @@
 
 # %% ../nbs/05c_train.ipynb #3ee9b1a4
 from __future__ import annotations
-import csv, json, signal, time, warnings
+import csv, json, signal, sys, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
@@ -22,14 +22,29 @@ from .distributed import Dist, setup_distributed, global_batchnorm, rank_rows, a
 from .distributed import resolve_device  # re-exported: revssl.analysis imports it from here
 
 # %% auto #0
-__all__ = ['CKPT_FORMAT', 'LOADER_WORKERS', 'TRAINING_FIELDS', 'SPECTRUM_BATCH', 'GRAPH_DDP_ERROR', 'save_checkpoint',
-           'CheckpointError', 'load_checkpoint', 'subset_indices', 'load_train_set', 'make_optimizer', 'make_scheduler',
-           'build_augment', 'build_loader', 'loss_kwargs', 'term_names', 'view_terms', 'ssl_step', 'supervised_step',
-           'logit_terms', 'TrainingInterrupted', 'NonFiniteLoss', 'config_diff', 'prepare_run_dir', 'Run', 'scale_init',
-           'init_run', 'spectrum_batch', 'spectrum_rows', 'log_spectrum', 'restore_state', 'save_weights', 'save_state',
-           'save_epoch_files', 'sgd_update', 'capture_cuda_graph', 'GraphedStep', 'graphed_step', 'forward_module',
-           'build_run', 'check_finite', 'stop_on_signal', 'log_epoch', 'epoch_batches', 'batch_terms', 'train_step',
-           'train_epochs', 'train', 'predict', 'save_predictions']
+__all__ = ['LOG_INTERVAL', 'CKPT_FORMAT', 'LOADER_WORKERS', 'TRAINING_FIELDS', 'SPECTRUM_BATCH', 'GRAPH_DDP_ERROR',
+           'progress_bar', 'save_checkpoint', 'CheckpointError', 'load_checkpoint', 'subset_indices', 'load_train_set',
+           'make_optimizer', 'make_scheduler', 'build_augment', 'build_loader', 'loss_kwargs', 'term_names',
+           'view_terms', 'ssl_step', 'supervised_step', 'logit_terms', 'TrainingInterrupted', 'NonFiniteLoss',
+           'config_diff', 'prepare_run_dir', 'Run', 'scale_init', 'init_run', 'spectrum_batch', 'spectrum_rows',
+           'log_spectrum', 'restore_state', 'save_weights', 'save_state', 'save_epoch_files', 'sgd_update',
+           'capture_cuda_graph', 'GraphedStep', 'graphed_step', 'forward_module', 'build_run', 'check_finite',
+           'stop_on_signal', 'log_epoch', 'epoch_batches', 'batch_terms', 'train_step', 'train_epochs', 'train',
+           'predict', 'save_predictions']
+
+# %% ../nbs/05c_train.ipynb #b7c1e2a1
+LOG_INTERVAL = 30   # seconds between two redraws of a progress bar written to a log file or a pipe
+
+def progress_bar(*args,        # passed on to tqdm (an iterable, ...)
+                 file=None,    # where the bar goes (default: stderr)
+                 **kwargs,     # passed on to tqdm (total, desc, disable, ...)
+                )->tqdm:
+    "A `tqdm.auto` bar: a widget in Jupyter, redrawn at most every `LOG_INTERVAL` s when `file` is not a terminal."
+    file = sys.stderr if file is None else file
+    widget = any(c.__module__ == "tqdm.notebook" for c in tqdm.__mro__)   # tqdm.auto in a Jupyter kernel
+    if not (widget or getattr(file, "isatty", lambda: False)()):
+        kwargs = {"mininterval": LOG_INTERVAL, "maxinterval": LOG_INTERVAL, **kwargs}
+    return tqdm(*args, file=file, **kwargs)
 
 # %% ../nbs/05c_train.ipynb #669d5607
 CKPT_FORMAT = "revssl-checkpoint-v1"
@@ -526,8 +541,8 @@ def train_epochs(r:Run, d:Dist,
                 ):
     "Train `r` from where it stands to the end of epoch `last`, writing each epoch's files."
     cfg, views = r.cfg, (1 if r.cfg.method == "supervised" else 2) * r.cfg.batch_size   # views per step
-    bar = tqdm(total=(last - r.epoch) * r.steps - r.step, disable=not (progress and d.main), desc=cfg.name,
-               unit="step")
+    bar = progress_bar(total=(last - r.epoch) * r.steps - r.step, disable=not (progress and d.main), desc=cfg.name,
+                       unit="step")
     with bar, _StopFlag() as stop:
         while r.epoch < last:
             r.model.train()

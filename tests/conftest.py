@@ -1,7 +1,17 @@
-"""Shared pytest setup: the `slow` marker, skipped unless REVSSL_SLOW=1 (e.g. `REVSSL_SLOW=1 pytest -q tests -k slow`)."""
+"""Shared pytest setup.
+
+- The `slow` marker: skipped unless REVSSL_SLOW=1 (e.g. `REVSSL_SLOW=1 pytest -q tests -k slow`).
+- Parallel runs (`pytest -n 2`, as `make test` does): the tests of one module stay on one worker, so a
+  module-scoped fixture (a smoke run, a study) is computed once; each notebook of test_notebooks.py is a unit of its
+  own. The longest units start first, so the two workers finish close together."""
 import os
 
 import pytest
+
+# the longest units, longest first (measured with `pytest -q tests --durations=40`); every other unit follows
+FIRST = ["test_studies.py", "test_notebooks.py::test_notebook_runs_clean_in_a_kernel[12_stepwise]", "test_seeds.py",
+         "test_cli.py", "test_notebooks.py::test_notebook_runs_clean_in_a_kernel[08b_analysis]",
+         "test_notebooks.py::test_notebook_runs_clean_in_a_kernel[05c_train]", "test_gpu_bench.py"]
 
 
 def pytest_configure(config):
@@ -9,7 +19,24 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU, skipped without one (`pytest -m gpu tests/test_gpu.py`)")
 
 
+def unit(nodeid:str) -> str:
+    "The scheduling unit of a test: its notebook for test_notebooks.py, else its module."
+    name = nodeid.split("/")[-1]
+    return name if name.startswith("test_notebooks.py::test_notebook_runs") else name.split("::")[0]
+
+
+def pytest_xdist_make_scheduler(config, log):
+    "pytest-xdist's scheduler, with `unit` as the unit of work."
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid): return unit(nodeid)
+    return UnitScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
+    rank = {u: i for i, u in enumerate(FIRST)}
+    items.sort(key=lambda it: rank.get(unit(it.nodeid), len(FIRST)))   # stable: the rest keep their order
     if os.environ.get("REVSSL_SLOW") == "1":
         return
     skip = pytest.mark.skip(reason="slow: set REVSSL_SLOW=1 to run")
