@@ -17,10 +17,16 @@ from .models import build_model
 from .datasets import dataset_info
 from .spectra import rankme
 from .train import Method, register_method, METHOD_HOOKS
+import numpy as np
+import pandas as pd
+from .claims import claim_row, not_measured_rows, rises, exceeds, binomial_se, eval_n
+from .clustering import of_run
+from .hierarchies import layer_table
 
 # %% auto #0
-__all__ = ['COLLAPSE_TERMS', 'METHODS', 'collapse_terms', 'collapse_note', 'make_teacher', 'teacher_momentum', 'TeacherMethod',
-           'BYOL', 'SimSiam', 'MoCo', 'dino_teacher_temp', 'DINO']
+__all__ = ['COLLAPSE_TERMS', 'METHODS', 'NO_REGULARIZER', 'METHOD_LABELS', 'X_CLAIMS', 'TABLE_MEASURES', 'collapse_terms',
+           'collapse_note', 'make_teacher', 'teacher_momentum', 'TeacherMethod', 'BYOL', 'SimSiam', 'MoCo',
+           'dino_teacher_temp', 'DINO', 'regularization_applies', 'family_table', 'families_claims']
 
 # %% ../nbs/13_families.ipynb #a20e966b
 COLLAPSE_TERMS = ("embedding_std", "embedding_rank")
@@ -149,3 +155,102 @@ class DINO(TeacherMethod):
 
 METHODS = {"byol": BYOL, "simsiam": SimSiam, "moco": MoCo, "dino": DINO}
 for _name, _cls in METHODS.items(): register_method(_name, _cls)
+
+# %% ../nbs/13_families.ipynb #bcf8338a
+NO_REGULARIZER = {"byol": "a predictor and a momentum teacher", "simsiam": "a predictor and a stop-gradient",
+                  "dino": "a momentum teacher whose output is centred and sharpened"}
+
+def regularization_applies(method:str, # a method of `revssl.config.METHODS`
+                          )->str|None:
+    "Why `s4-regularization-drives` cannot be measured for `method` (None when its loss has the two terms)."
+    if method not in NO_REGULARIZER: return None
+    return (f"{method}'s loss is a single term with no regularisation term to compare with invariance; collapse is "
+            f"avoided by {NO_REGULARIZER[method]} instead (the embedding std and effective rank are logged)")
+
+# %% ../nbs/13_families.ipynb #2d651e69
+METHOD_LABELS = {"vicreg": "VICReg", "simclr": "SimCLR", "barlow": "Barlow Twins", "byol": "BYOL", "simsiam": "SimSiam",
+                 "moco": "MoCo v2", "dino": "DINO"}
+
+X_CLAIMS = {
+    "x-families-class-clusters": dict(section="beyond the paper", figure="families.csv",
+        claim="Every SSL method clusters the semantic classes, with or without an explicit regularisation term.",
+        criterion="for every method, class NCC train accuracy (last block) rises from the first to the last analysed "
+                  "epoch by more than 2 binomial SE of the difference (n = eval_train images)",
+        paper="§4 shows it for VICReg (and SimCLR in B.4); BYOL, SimSiam, MoCo v2 and DINO are not in the paper"),
+    "x-families-layers-improve": dict(section="beyond the paper", figure="Fig. 11 top (all methods)",
+        claim="For every SSL method the class linear accuracy improves at every layer during training.",
+        criterion="for every method and every residual block 1..L, class linear test accuracy rises from the first to "
+                  "the last analysed epoch by more than 2 binomial SE of the difference (n = eval_test images)",
+        paper="§6 / Fig. 5 for VICReg, B.4 / Fig. 11 top for SimCLR; the families are not in the paper"),
+    "x-encoder-over-projector": dict(section="beyond the paper", figure="families.csv",
+        claim="The encoder's last block separates the classes better than the projector's output.",
+        criterion="for every method whose projector was measured, at the last analysed epoch the last block's class "
+                  "linear test accuracy exceeds the projector's by more than 2 binomial SE of the difference "
+                  "(n = eval_test images)",
+        paper="not in the paper (§3 analyses the backbone only); later work reports the encoder above the projector"),
+}
+
+def _xrow(id:str, measured:str, ok)->dict: return claim_row(id, **X_CLAIMS[id], measured=measured, ok=ok)
+
+def _at(d:pd.DataFrame, epoch, layer, h:str, metric:str, split:str)->float:
+    v = d[(d.epoch == epoch) & (d.layer.astype(str) == str(layer)) & (d.hierarchy == h) & (d.metric == metric) &
+          (d.split == split)].value
+    return float(v.iloc[0]) if len(v) else float("nan")
+
+TABLE_MEASURES = (("class", "ncc_accuracy", "train"), ("class", "ncc_accuracy", "test"), ("class", "linear_accuracy", "test"),
+                  ("superclass", "ncc_accuracy", "test"), ("superclass", "linear_accuracy", "test"))
+
+def family_table(m:pd.DataFrame,      # metrics of several runs, with a `run` column
+                 p:pd.DataFrame|None, # their projector.csv rows, with a `run` column (None: none measured)
+                 runs:dict,           # {method label: run name}
+                )->pd.DataFrame:
+    "Per method, last analysed epoch: class/superclass NCC and linear accuracy of the last block and of the projector."
+    rows = []
+    for label, r in runs.items():
+        d = of_run(m, r)
+        e, L = d.epoch.max(), d.layer.max()
+        pr = p[p.run == r] if p is not None and "run" in p.columns else m.iloc[:0]
+        for where, src, layer in ((f"block {L}", d, L), ("projector", pr, "projector")):
+            rows.append({"method": label, "run": r, "epoch": int(e), "layer": where,
+                         **{f"{h}_{mt.split('_')[0]}_{s}": _at(src, e, layer, h, mt, s) for h, mt, s in TABLE_MEASURES}})
+    return pd.DataFrame(rows)
+
+def families_claims(m:pd.DataFrame,      # metrics of several runs, with a `run` column
+                    p:pd.DataFrame|None, # their projector rows, with a `run` column
+                    runs:dict,           # {method label: run name}: the methods compared
+                    n_eval:dict,         # evaluation-set sizes (`revssl.claims.eval_sizes`), the same for every run
+                   )->list[dict]:
+    "The three claims beyond the paper, decided on the runs of `runs`."
+    ntr, nte = eval_n(n_eval, "class", "train"), eval_n(n_eval, "class", "test")
+    said, ok = [], True
+    for label, r in runs.items():
+        t = layer_table(of_run(m, r), "class", "ncc_accuracy", "train")
+        a0, a1 = t.iloc[0][t.columns.max()], t.iloc[-1][t.columns.max()]
+        ok &= rises(a0, a1, ntr)
+        said.append(f"{label} {a0:.3f} → {a1:.3f}")
+    out = [_xrow("x-families-class-clusters", "; ".join(said) + f" (n = {ntr}; 2 SE of a difference <= "
+                 f"{2 * math.hypot(binomial_se(.5, ntr), binomial_se(.5, ntr)):.3f})", bool(ok))]
+    said, ok = [], True
+    for label, r in runs.items():
+        t = layer_table(of_run(m, r), "class")
+        blocks = [l for l in t.columns if l >= 1]
+        fail = [l for l in blocks if not rises(t.iloc[0][l], t.iloc[-1][l], nte)]
+        ok &= not fail
+        gains = [t.iloc[-1][l] - t.iloc[0][l] for l in blocks]
+        said.append(f"{label} gains {min(gains):+.3f} to {max(gains):+.3f}" + (f", block(s) {fail} within noise" if fail else ""))
+    out.append(_xrow("x-families-layers-improve", "; ".join(said) + f" (n = {nte})", bool(ok)))
+    tab = family_table(m, p, runs)
+    blk, prj = (tab[tab.layer != "projector"].set_index("method"), tab[tab.layer == "projector"].set_index("method"))
+    have = [k for k in runs if not np.isnan(prj.loc[k, "class_linear_test"])]
+    if not have:
+        out.append(_xrow("x-encoder-over-projector", "no run of the comparison has projector.csv", None))
+        return out
+    said, ok = [], True
+    for k in have:
+        a, b = blk.loc[k, "class_linear_test"], prj.loc[k, "class_linear_test"]
+        ok &= exceeds(a, b, binomial_se(a, nte), binomial_se(b, nte))
+        said.append(f"{k} block {a:.3f} vs projector {b:.3f} (2 SE {2 * math.hypot(binomial_se(a, nte), binomial_se(b, nte)):.3f})")
+    missing = [k for k in runs if k not in have]
+    out.append(_xrow("x-encoder-over-projector", "; ".join(said) + f" (n = {nte})" +
+                     (f"; projector not measured for {', '.join(missing)}" if missing else ""), bool(ok)))
+    return out
