@@ -20,6 +20,7 @@ from .analysis import analyze, embed_umap, measure, plot_layers
 from .report import write_figures, write_report
 from .seeds import reproduce_seeds, SeedsError
 from .studies import run_study
+import revssl.families   # registers byol, simsiam, moco, dino with the training loop (--set method=...)
 
 # %% auto #0
 __all__ = ['STAGES', 'PROBE_ERRORS', 'USER_ERRORS', 'parser', 'main', 'probe_data', 'probe']

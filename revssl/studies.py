@@ -11,7 +11,7 @@ from pathlib import Path
 import multiprocessing as mp
 import pandas as pd
 import torch
-from .config import Config, get_preset, apply_overrides, validate, model_name, config_from_dict, data_seed_of
+from .config import Config, get_preset, apply_overrides, validate, model_name, config_from_dict, data_seed_of, FAMILIES
 from .datasets import dataset_info, DatasetNotFound, _locate
 from .train import config_diff
 from .models import build_model
@@ -25,14 +25,17 @@ from .report import save_figure, claims_table, claims_summary, reproduce, run_fi
 from .seeds import seed_dir, with_band, stack_seeds
 from .claims import combine_seeds
 from .files import write_if_changed
+from .families import METHOD_LABELS, family_table, families_claims, X_CLAIMS
+from .claims import not_measured_rows
 
 # %% auto #0
 __all__ = ['ROLES', 'FAMILY_SETS', 'SMOKE', 'DEMO_BUDGET', 'DEMO', 'PAPER', 'STUDIES', 'COPIED', 'ON_RES5', 'LAUNCHERS', 'Member',
            'Study', 'StudyError', 'member_config', 'get_study', 'missing_datasets', 'check_data', 'run_dir',
            'check_study_dir', 'member_done', 'train_member', 'generator_key', 'waves', 'run_local', 'train_command',
-           'MemberJob', 'flops_per_view', 'gpu_hours', 'submit_slurm', 'stack', 'study_tables', 'study_figure_makers',
-           'study_figures', 'single_run_rows', 'study_claims', 'member_seconds', 'write_study_report',
-           'check_seed_study_dir', 'run_study', 'finish_study', 'seeded', 'finish_study_seeds']
+           'MemberJob', 'flops_per_view', 'gpu_hours', 'submit_slurm', 'stack', 'study_tables', 'method_runs',
+           'study_figure_makers', 'study_figures', 'single_run_rows', 'study_claims', 'study_family_claims',
+           'member_seconds', 'write_study_report', 'check_seed_study_dir', 'run_study', 'finish_study', 'seeded',
+           'finish_study_seeds']
 
 # %% ../nbs/15_studies.ipynb #w3b140005
 @dataclass(frozen=True)
@@ -229,12 +232,16 @@ def train_command(out:Path, m:Member)->list[str]:
     if m.gpus > 1: return [str(Path(sys.executable).parent/"torchrun"), f"--nproc_per_node={m.gpus}", str(exe), *args]
     return [str(exe), *args]
 
-def _checkpointable():
-    import submitit
-    return submitit.helpers.Checkpointable
-
-class MemberJob(_checkpointable()):
+class MemberJob:
     "A submitit job: train member `m` in a child process, then analyse it; requeued (and resumed) on preemption."
+    def __new__(cls, *a, **kw):   # submitit is imported only when a job is made (the Slurm launcher), not on import
+        import submitit
+        if not issubclass(cls, submitit.helpers.Checkpointable):
+            cls = type(cls.__name__, (cls, submitit.helpers.Checkpointable), {"__module__": cls.__module__,
+                                                                              "__qualname__": cls.__qualname__})
+            globals()[cls.__name__] = cls   # pickled by name: the job's class must be the one the module holds
+        return super().__new__(cls)
+
     def __call__(self, out:Path, m:Member)->str:
         self.proc = subprocess.Popen(train_command(out, m))
         if rc := self.proc.wait(): raise RuntimeError(f"training member {m.name!r} failed with exit status {rc}")
@@ -303,8 +310,15 @@ def stack(out:Path, study:Study, name:str)->pd.DataFrame:
 
 def study_tables(out:Path, study:Study)->dict:
     "{metrics, log, random}: the stacked tables of the study's members."
+    has = lambda name: any((run_dir(out, m.name)/name).exists() for m in study.members)
     return {"metrics": stack(out, study, "metrics.csv"), "log": stack(out, study, "train_log.csv"),
-            "random": stack(out, study, "randomness.csv")}
+            "random": stack(out, study, "randomness.csv"),
+            "projector": stack(out, study, "projector.csv") if has("projector.csv") else None}
+
+def method_runs(study:Study)->dict:
+    "{method label: member}: the SimCLR-budget members of every SSL method (VICReg, SimCLR, then the families)."
+    fam = {METHOD_LABELS[c.method]: m.name for m in study.members if (c := member_config(m)).method in FAMILIES}
+    return {"VICReg": study.roles["res5"], "SimCLR": study.roles["simclr"], **fam}
 
 # %% ../nbs/15_studies.ipynb #w3b14001f
 COPIED = {"main": ("fig1_umap", "fig2_clustering", "fig5_layers", "fig6_clustering_raw"), "res5": ("fig3_losses",)}
@@ -317,7 +331,7 @@ def study_figure_makers(out:Path, study:Study, t:dict)->dict:
             "fig7_top_width": lambda: fig_width(m, [r["narrow"], r["res5"], r["wide"]]),
             "fig7_bottom_depth": lambda: fig_depth(m, [r["res5"], r["main"]]),
             "fig10_mu": lambda: fig_mu(m, t["log"], {5.: r["mu5"], 25.: r["res5"], 100.: r["mu100"]}),
-            "fig11_top_methods": lambda: fig_methods(m, {"VICReg": r["res5"], "SimCLR": r["simclr"]}),
+            "fig11_top_methods": lambda: fig_methods(m, method_runs(study)),
             "fig4_randomness": lambda: fig_randomness(rnd[rnd.run == r["res5"]]),
             "fig12_generators": lambda: fig_generators(rnd[rnd.run == r["res5"]]),
             "fig11_bottom_random": lambda: fig_randomness_compare(rnd[rnd.run.isin([r["res5"], r["simclr"]])])}
@@ -356,7 +370,13 @@ def study_claims(out:Path, study:Study, t:dict)->list[dict]:
         shallow_early_claim(m, r["res5"], r["main"], ne[r["main"]]),
         other_datasets_claim(m, {t.split(" (")[0]: n for t, n in study.other.items()}, ne),
         *mu_claims(m, log, {5: r["mu5"], 25: r["res5"], 100: r["mu100"]}, ne[r["res5"]]),
-        *methods_claims(m, r["res5"], r["simclr"], ne[r["res5"]])])
+        *methods_claims(m, r["res5"], r["simclr"], ne[r["res5"]]), *study_family_claims(study, t, ne[r["res5"]])])
+
+def study_family_claims(study:Study, t:dict, n_eval:dict)->list[dict]:
+    "The claims beyond the paper (notebook 13) on the study's SSL methods; not measured without family members."
+    runs = method_runs(study)
+    if len(runs) == 2: return not_measured_rows(X_CLAIMS, f"study {study.name!r} has no member of the SSL families")
+    return families_claims(t["metrics"], t["projector"], runs, n_eval)
 
 # %% ../nbs/15_studies.ipynb #w3b140022
 def member_seconds(out:Path, m:Member, seeds:int=1)->float:
@@ -443,6 +463,8 @@ def finish_study(out:Path, study:Study, wall:float|None=None)->Path:
     "The study's stacked tables, figures, claims.csv and report.md, from its finished members."
     t = study_tables(out, study)
     figs = study_figures(out, study, t)
+    if len(runs := method_runs(study)) > 2:   # the comparison of every SSL method (families.csv)
+        write_if_changed(Path(out)/"families.csv", family_table(t["metrics"], t["projector"], runs).to_csv(index=False).encode())
     write_claims(study_claims(out, study, t), Path(out)/"claims.csv")
     return write_study_report(out, study, figs, wall)
 
