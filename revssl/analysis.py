@@ -17,16 +17,16 @@ from .datasets import load_dataset, dataset_info
 from .augment import SimCLRAugment, normalize, sample_level_set
 from .train import load_train_set, subset_indices, resolve_device, progress_bar
 from .files import keyed_cache
-from .features import layer_features, recalibrate_bn, revssl_layers, model_from_checkpoint
+from .features import layer_features, recalibrate_bn, revssl_layers, model_from_checkpoint, projector_module
 from .metrics import ncc_accuracy, cdnv, class_variance, class_mean_distance, mine_estimate
 from .probes import linear_probe
 from .spectra import spectral_rows
 
 # %% auto #0
-__all__ = ['FEATURE_FIELDS', 'ANALYSIS_FIELDS', 'COLUMNS', 'METRICS_VERSION', 'PAIRS', 'BN_COLUMNS', 'eval_sets',
+__all__ = ['FEATURE_FIELDS', 'ANALYSIS_FIELDS', 'COLUMNS', 'METRICS_VERSION', 'PAIRS', 'PROJECTOR', 'BN_COLUMNS', 'eval_sets',
            'model_features', 'file_digest', 'cache_key', 'checkpoint_features', 'measure', 'plot_layers', 'mine_rows',
-           'weight_checkpoints', 'run_config', 'metrics_key', 'epoch_metrics', 'analyze', 'umap_rows', 'embed_umap',
-           'eval_bn_rows', 'compare_eval_bn']
+           'weight_checkpoints', 'run_config', 'metrics_key', 'epoch_metrics', 'analyze', 'projector_features',
+           'projector_metrics', 'umap_rows', 'embed_umap', 'eval_bn_rows', 'compare_eval_bn']
 
 # %% ../nbs/08b_analysis.ipynb #3d66809e
 FEATURE_FIELDS = ("dataset", "data_root", "train_subset", "seed", "eval_train", "eval_test", "sample_n",
@@ -246,6 +246,40 @@ def analyze(run:Path,                 # a run directory written by `revssl.train
         return pd.concat(frames, ignore_index=True)
     key = "|".join(metrics_key(ck, cfg) for ck in ckpts)
     return keyed_cache(run/"metrics.csv", key, make, _save_csv, pd.read_csv)
+
+# %% ../nbs/08b_analysis.ipynb #7cc1eedf
+PROJECTOR = "projector"   # the layer column of projector.csv
+
+def projector_features(model,                # a revssl SSL model
+                       sets:dict,            # {set: (images, labels)}, e.g. `eval_sets(cfg)`
+                       info,                 # the dataset's `DatasetInfo`
+                       device,               # where the forward passes run
+                       eval_bn:str="running", # BatchNorm statistics, as in `model_features`
+                      )->dict:
+    "Projector outputs {set: [N, D]} of a revssl SSL model."
+    norm, name = (info.mean, info.std), projector_module(model)
+    if eval_bn == "recalibrated": recalibrate_bn(model, sets["train"][0], norm, device=device)
+    return {s: layer_features(model, x, [name], norm=norm, device=device)[name] for s, (x, _) in sets.items()}
+
+def projector_metrics(run:Path,                 # an SSL run directory with its weight checkpoints
+                      overrides:dict|None=None, # analysis-only config changes
+                      progress:bool=True,       # show a tqdm bar over the checkpoints
+                     )->pd.DataFrame:
+    "Every measure of the projector's output at each analysed epoch, cached in <run>/projector.csv (layer `projector`)."
+    run = Path(run)
+    cfg, ckpts = run_config(run, overrides), weight_checkpoints(run)
+    if cfg.method == "supervised": raise ValueError(f"{run} is a supervised run: its head is a classifier, not a projector")
+    if not ckpts: raise FileNotFoundError(f"{run} has no checkpoints/epoch_*.pt: train it first")
+    device, sets, info = resolve_device(cfg.device), cache(partial(eval_sets, cfg)), dataset_info(cfg.dataset)
+    def one(ck):
+        def make():
+            s, epoch = sets(), int(ck.stem.split("_")[1])
+            f = projector_features(model_from_checkpoint(ck, device)[0], s, info, device, cfg.eval_bn)
+            return pd.concat([measure({PROJECTOR: f[tr]}, s[tr][1], {PROJECTOR: f[te]}, s[te][1], cfg.probe, epoch)
+                              for tr, te in PAIRS], ignore_index=True)
+        return keyed_cache(run/"projector"/f"{ck.stem}.csv", metrics_key(ck, cfg), make, _save_csv, pd.read_csv)
+    make = lambda: pd.concat([one(ck) for ck in tqdm(ckpts, desc="projector", disable=not progress)], ignore_index=True)
+    return keyed_cache(run/"projector.csv", "|".join(metrics_key(ck, cfg) for ck in ckpts), make, _save_csv, pd.read_csv)
 
 # %% ../nbs/08b_analysis.ipynb #4f442c2b
 def umap_rows(feats:dict,  # {set: {layer: features}} of one checkpoint

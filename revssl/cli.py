@@ -21,6 +21,7 @@ from .report import write_figures, write_report
 from .seeds import reproduce_seeds, SeedsError, seed_dir
 from .ladder import write_ladder, write_seeds_ladder
 from .studies import run_study
+import revssl.families   # registers byol, simsiam, moco, dino with the training loop (--set method=...)
 
 # %% auto #0
 __all__ = ['STAGES', 'PROBE_ERRORS', 'USER_ERRORS', 'parser', 'main', 'probe_data', 'probe']

@@ -8,12 +8,14 @@ import dataclasses, json, hashlib
 from dataclasses import dataclass, fields, replace, asdict
 
 # %% auto #0
-__all__ = ['METHODS', 'ARCHS', 'OPTIMIZERS', 'AUGMENTS', 'PROBES', 'DATASET_NAMES', 'DEVICES', 'EVAL_BN', 'PAPER_EPOCHS',
-           'TARGET_EPOCHS', 'PRESETS', 'Config', 'ConfigError', 'validate', 'log_epochs', 'apply_overrides',
-           'get_preset', 'config_to_dict', 'config_from_dict', 'config_hash', 'model_name', 'data_seed_of']
+__all__ = ['FAMILIES', 'METHODS', 'ARCHS', 'OPTIMIZERS', 'AUGMENTS', 'PROBES', 'DATASET_NAMES', 'DEVICES', 'EVAL_BN',
+           'PAPER_EPOCHS', 'TARGET_EPOCHS', 'PRESETS', 'Config', 'ConfigError', 'validate', 'log_epochs',
+           'apply_overrides', 'get_preset', 'config_to_dict', 'config_from_dict', 'config_hash', 'model_name',
+           'data_seed_of']
 
 # %% ../nbs/00b_config.ipynb #8197b5ab
-METHODS = ("vicreg", "simclr", "barlow", "supervised")
+FAMILIES = ("byol", "simsiam", "moco", "dino")   # beyond the paper: the families of `revssl.families` (notebook 13)
+METHODS = ("vicreg", "simclr", "barlow", "supervised", *FAMILIES)
 ARCHS = ("res", "resnet18", "vit", "resnet18-mini", "vit-mini")  # the minis: §5 generators for CPU presets
 OPTIMIZERS = ("sgd", "adam")
 AUGMENTS = ("batched", "torchvision", "autoaugment", "none")
@@ -38,11 +40,20 @@ class Config:
     proj_dim: int = 128             # width of both projector layers (4 * width by default)
     init_scale: float = 1.0         # every weight multiplied by this after initialisation (stepwise SSL: small init)
     # objective (§2.1)
-    method: str = "vicreg"          # vicreg | simclr | barlow | supervised
+    method: str = "vicreg"          # vicreg | simclr | barlow | supervised | byol | simsiam | moco | dino
     lam: float = 25.0               # VICReg invariance weight λ
     mu: float = 25.0                # VICReg variance weight μ
     nu: float = 1.0                 # VICReg covariance weight ν
-    temperature: float = 0.5        # SimCLR τ
+    temperature: float = 0.5        # SimCLR τ (and MoCo's)
+    # the families beyond the paper (notebook 13)
+    teacher_momentum: float = 0.99  # BYOL / MoCo / DINO: the teacher's EMA momentum at step 0 (cosine to 1 at the end)
+    queue_size: int = 4096          # MoCo: negatives kept from past batches (a multiple of batch_size)
+    prototypes: int = 1024          # DINO: output dimension K of the head
+    teacher_temp: float = 0.04      # DINO: teacher temperature after the warm-up
+    warmup_teacher_temp: float = 0.04  # DINO: teacher temperature at epoch 0 (linear to teacher_temp)
+    warmup_teacher_temp_epochs: int = 0  # DINO: epochs of that warm-up (0: none)
+    student_temp: float = 0.1       # DINO: student temperature
+    center_momentum: float = 0.9    # DINO: EMA momentum of the teacher centre
     # optimisation (A.3)
     epochs: int = 4
     batch_size: int = 128
@@ -114,6 +125,15 @@ def validate(cfg:Config)->Config:
         _check(cfg.optimizer == "sgd", "cuda_graph", f"the graphed step has SGD's update, not {cfg.optimizer!r}")
         _check(cfg.augment in ("batched", "none"), "cuda_graph",
                f"needs augment 'batched' or 'none' (on the device), got {cfg.augment!r}")
+    _check(0 <= cfg.teacher_momentum < 1, "teacher_momentum", f"must be in [0, 1), got {cfg.teacher_momentum}")
+    _check(0 <= cfg.center_momentum < 1, "center_momentum", f"must be in [0, 1), got {cfg.center_momentum}")
+    for n in ("teacher_temp", "warmup_teacher_temp", "student_temp"):
+        _check(getattr(cfg, n) > 0, n, f"must be > 0, got {getattr(cfg, n)}")
+    _check(cfg.prototypes >= 2, "prototypes", f"must be >= 2, got {cfg.prototypes}")
+    _check(cfg.warmup_teacher_temp_epochs >= 0, "warmup_teacher_temp_epochs",
+           f"must be >= 0, got {cfg.warmup_teacher_temp_epochs}")
+    _check(cfg.method != "moco" or (cfg.queue_size >= cfg.batch_size and cfg.queue_size % cfg.batch_size == 0),
+           "queue_size", f"must be a positive multiple of batch_size ({cfg.batch_size}) for MoCo, got {cfg.queue_size}")
     return cfg
 
 # %% ../nbs/00b_config.ipynb #6e0b3317

@@ -17,8 +17,8 @@ from .train import load_checkpoint
 
 # %% auto #0
 __all__ = ['POOLS', 'IMAGE_SUFFIXES', 'pool_output', 'check_layers', 'has_class_token', 'input_channels', 'input_size',
-           'prepare_batch', 'layer_features', 'recalibrate_bn', 'revssl_layers', 'model_from_checkpoint',
-           'load_weights', 'load_encoder', 'image_folder', 'read_hierarchy', 'dataset_images']
+           'prepare_batch', 'layer_features', 'recalibrate_bn', 'revssl_layers', 'projector_module',
+           'model_from_checkpoint', 'load_weights', 'load_encoder', 'image_folder', 'read_hierarchy', 'dataset_images']
 
 # %% ../nbs/07_features.ipynb #9c7a8e25
 POOLS = ("auto", "mean", "cls", "flatten")
@@ -166,6 +166,13 @@ def revssl_layers(model:nn.Module, # a model of `revssl.models` (an `SSLModel` o
         n = len(bb.net.encoder.layers)
         return [f"{pre}net.encoder.{l}" for l in [f"layers.encoder_layer_{i}" for i in range(n - 1)] + ["ln"]]
     raise TypeError(f"{type(model).__name__} is not a revssl model: pass layer names from its named_modules()")
+
+# %% ../nbs/07_features.ipynb #b7badbca
+def projector_module(model:nn.Module, # an `SSLModel` of `revssl.models`
+                    )->str:
+    "The name of the module whose output is the projector layer of a revssl SSL model (its head)."
+    if not isinstance(model, SSLModel): raise TypeError(f"{type(model).__name__} is not a revssl SSLModel: it has no projector")
+    return "head"
 
 # %% ../nbs/07_features.ipynb #4768487d
 def model_from_checkpoint(ckpt:Path, # a weight checkpoint written by `revssl.train`

@@ -359,6 +359,7 @@ def fig_methods(m:pd.DataFrame, # metrics of several runs, with a `run` column
                 runs:dict,      # {method label: run name}, e.g. {"VICReg": ..., "SimCLR": ...}
                )->plt.Figure:
     "Fig. 11 top: per-layer linear test accuracy per epoch (dark to light), one line style per method."
+    if len(runs) > 4: return _fig_many_methods(m, runs)
     hs = _semantic(of_run(m, next(iter(runs.values()))))
     fig, axes = plt.subplots(1, len(hs), figsize=(5 * len(hs), 3.6), squeeze=False)
     for ax, h in zip(axes[0], hs):
@@ -387,3 +388,21 @@ def methods_claims(m:pd.DataFrame, # metrics of several runs, with a `run` colum
             f"at the end VICReg {v.mean():.3f} vs SimCLR {s.mean():.3f} (2 SE {2 * se:.3f}, n = {n})")
     return [spec_row(B_LAYER_CLAIMS, "b4-similar-behaviour", said, all(up.values()) and rho >= .5),
             spec_row(B_LAYER_CLAIMS, "b4-vicreg-better", said, bool(v.mean() - s.mean() > 2 * se))]
+
+# %% ../nbs/11_hierarchies.ipynb #a1981b16
+def _fig_many_methods(m:pd.DataFrame, runs:dict)->plt.Figure:
+    "Fig. 11 top for many methods: per-layer linear test accuracy at the first (dashed) and last (solid) epoch."
+    hs = _semantic(of_run(m, next(iter(runs.values()))))
+    colors = plt.get_cmap("tab10").colors
+    fig, axes = plt.subplots(1, len(hs), figsize=(5 * len(hs), 3.6), squeeze=False)
+    for ax, h in zip(axes[0], hs):
+        for (label, r), c in zip(runs.items(), colors):
+            t = layer_table(of_run(m, r), h)
+            ax.plot(t.columns, t.iloc[0].values, "--", lw=.8, color=c)
+            ax.plot(t.columns, t.iloc[-1].values, "-", marker="o", ms=3, color=c,
+                    label=f"{label} (epoch {t.index[0]} dashed, {t.index[-1]} solid)")
+        ax.set_title(f"linear test accuracy: {h}", fontsize=9); ax.set_xlabel("layer (0 = stem)")
+        ax.legend(fontsize=6)
+    fig.suptitle("Fig. 11 (top), all methods — " + ", ".join(runs), fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -10,7 +10,8 @@ import torchvision
 from torchvision.models.resnet import BasicBlock
 
 # %% auto #0
-__all__ = ['ResBlock', 'ResLH', 'projector', 'SSLModel', 'ResNet18', 'ViT', 'ResNet18Mini', 'vit_mini', 'build_model']
+__all__ = ['FAMILY_HEADS', 'ResBlock', 'ResLH', 'projector', 'SSLModel', 'ResNet18', 'ViT', 'ResNet18Mini', 'vit_mini',
+           'build_model']
 
 # %% ../nbs/02_models.ipynb #9906e0bb
 class ResBlock(nn.Module):
@@ -57,9 +58,12 @@ def projector(in_dim:int, hidden:int, out_dim:int)->nn.Sequential:
 
 class SSLModel(nn.Module):
     "A backbone with `features(x)` followed by a head; `forward` returns the head's output."
-    def __init__(self, backbone:nn.Module, head:nn.Module):
+    def __init__(self, backbone:nn.Module, head:nn.Module,
+                 predictor:nn.Module|None=None, # BYOL / SimSiam: the predictor on top of the head (trained, not analysed)
+                ):
         super().__init__()
         self.backbone, self.head = backbone, head
+        if predictor is not None: self.predictor = predictor
     def features(self, x:Tensor)->list[Tensor]: return self.backbone.features(x)
     def forward(self, x:Tensor)->Tensor: return self.head(self.backbone(x))
 
@@ -133,6 +137,28 @@ def vit_mini(num_classes:int, image_size:int, in_channels:int=3)->ViT:
                num_layers=4, num_heads=4, hidden_dim=96)
 
 
+# %% ../nbs/02_models.ipynb #be2dfd40
+def _dino_head(in_dim:int, cfg):
+    from lightly.models.modules import DINOProjectionHead
+    import warnings
+    with warnings.catch_warnings():   # lightly builds the last layer with torch's older weight_norm
+        warnings.filterwarnings("ignore", "`torch.nn.utils.weight_norm` is deprecated", FutureWarning)
+        return DINOProjectionHead(in_dim, cfg.proj_dim, min(256, cfg.proj_dim), cfg.prototypes)
+
+def _family_heads(name:str):
+    "(in_dim, cfg) -> (head, predictor or None) for the family `name`, from lightly's modules."
+    def make(in_dim:int, cfg):
+        from lightly.models.modules import (BYOLProjectionHead, BYOLPredictionHead, SimSiamProjectionHead,
+                                            SimSiamPredictionHead, MoCoProjectionHead)
+        d = cfg.proj_dim
+        if name == "byol": return BYOLProjectionHead(in_dim, d, d), BYOLPredictionHead(d, d, d)
+        if name == "simsiam": return SimSiamProjectionHead(in_dim, d, d), SimSiamPredictionHead(d, max(1, d // 4), d)
+        if name == "moco": return MoCoProjectionHead(in_dim, d, d), None
+        return _dino_head(in_dim, cfg), None
+    return make
+
+FAMILY_HEADS = {n: _family_heads(n) for n in ("byol", "simsiam", "moco", "dino")}
+
 # %% ../nbs/02_models.ipynb #49664338
 def build_model(cfg, # a `revssl.config.Config`
                 in_channels:int, num_classes:int, image_size:int)->SSLModel:
@@ -143,6 +169,7 @@ def build_model(cfg, # a `revssl.config.Config`
     elif cfg.arch == "resnet18-mini": bb = _Headless(ResNet18Mini(num_classes, in_channels))
     elif cfg.arch == "vit-mini": bb = _Headless(vit_mini(num_classes, image_size, in_channels))
     else: raise ValueError(f"unknown arch {cfg.arch!r}")
+    if cfg.method in FAMILY_HEADS: return SSLModel(bb, *FAMILY_HEADS[cfg.method](bb.out_dim, cfg))
     head = nn.Linear(bb.out_dim, num_classes) if cfg.method == "supervised" else projector(bb.out_dim, cfg.proj_dim, cfg.proj_dim)
     return SSLModel(bb, head)
 

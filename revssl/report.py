@@ -8,10 +8,11 @@ import io, json, time
 from pathlib import Path
 import pandas as pd
 import matplotlib.pyplot as plt
-from .config import Config, model_name, validate
+from .config import Config, model_name, validate, FAMILIES
 from .files import write_if_changed, atomic_write
 from .train import train
-from .analysis import run_config, analyze, eval_bn_rows, embed_umap
+from .analysis import run_config, analyze, eval_bn_rows, embed_umap, projector_metrics
+from .families import collapse_note, regularization_applies
 from .claims import SSL_METHODS, eval_sizes, write_claims, read_claims, not_measured_rows, ssl_only
 from .spectra import SPECTRAL_METRICS, fig_spectra
 from .randomness import randomness_metrics, GENERATORS, S5_CLAIMS, generator_config, fig_randomness, fig_generators, randomness_claims
@@ -21,7 +22,7 @@ from .hierarchies import fig_layers, hierarchy_claims
 # %% auto #0
 __all__ = ['save_figure', 'run_tables', 'optional_table', 'run_figures', 'write_figures', 'headline_table', 's5_claims',
            'run_claims', 'claims_table', 'claims_summary', 'generators_text', 's5_section', 'bn_table', 'bn_sentence',
-           'bn_section', 'write_report', 'reproduce', 'run_seconds']
+           'bn_section', 'projector_section', 'collapse_section', 'write_report', 'reproduce', 'run_seconds']
 
 # %% ../nbs/14a_report.ipynb #864d8b87
 def save_figure(fig:plt.Figure, # the figure (closed once saved)
@@ -95,6 +96,8 @@ def s5_claims(cfg:Config,             # the run's config
              )->list[dict]:
     "claims.csv rows of §5 and B.5: decided on `r`, or `not measured` with the reason."
     if (skip := ssl_only(S5_CLAIMS, cfg.method)) is not None: return skip
+    if cfg.method in FAMILIES: return not_measured_rows(S5_CLAIMS, f"{cfg.method} run: the §5 generators and random "
+                                                       "targets are measured on the paper's methods only")
     if r is None: return not_measured_rows(S5_CLAIMS, "no randomness.csv: `revssl reproduce` measures §5 "
                                                       "(random targets) for SSL runs")
     return randomness_claims(r)
@@ -106,8 +109,11 @@ def run_claims(cfg:Config,        # the run's config
               )->list[dict]:
     "claims.csv rows of one run: the §4, §6 and §5 claims decided on its tables (or listed as not measured)."
     n_eval, lam = eval_sizes(cfg), cfg.lam if cfg.method == "vicreg" else 1.
-    return (clustering_claims(m, log, n_eval, cfg.method, lam) + hierarchy_claims(m, n_eval, cfg.method)
+    rows = (clustering_claims(m, log, n_eval, cfg.method, lam) + hierarchy_claims(m, n_eval, cfg.method)
             + s5_claims(cfg, r))
+    if (why := regularization_applies(cfg.method)) is not None:   # BYOL, SimSiam, DINO: no such term to compare
+        rows = [{**x, "measured": why} if x["id"] == "s4-regularization-drives" else x for x in rows]
+    return rows
 
 # %% ../nbs/14a_report.ipynb #4032a384
 def _cell(s:str)->str: return str(s).replace("|", "\\|").replace("\n", " ")
@@ -184,6 +190,31 @@ def bn_section(d:pd.DataFrame|None, # bn_compare.csv, or None (no section)
     if d is None: return []
     return ["## BatchNorm statistics at evaluation", "", bn_sentence(d), "", bn_table(d), ""]
 
+# %% ../nbs/14a_report.ipynb #b5c3d9ae
+def projector_section(p:pd.DataFrame|None, # projector.csv of the run (None: no section)
+                      m:pd.DataFrame,      # its metrics.csv
+                     )->list[str]:
+    "Report lines: the last block against the projector's output, NCC and linear test accuracy at the last epoch."
+    if p is None: return []
+    e, L = int(m.epoch.max()), int(m.layer.max())
+    at = lambda d, h, mt: float(d[(d.epoch == e) & (d.hierarchy == h) & (d.metric == mt) & (d.split == "test")].value.iloc[0])
+    lines = ["## The projector (measured apart)", "", f"Epoch {e}, test accuracy of the last block (layer {L}) and of the "
+             "projector's output; the projector is never counted as a layer of the backbone.", "",
+             "| hierarchy | NCC, block | NCC, projector | linear, block | linear, projector |", "|---|---|---|---|---|"]
+    for h in [h for h in ("sample", "class", "superclass") if h in set(p.hierarchy)]:
+        b = m[m.layer == L]
+        lines.append(f"| {h} | {at(b, h, 'ncc_accuracy'):.3f} | {at(p, h, 'ncc_accuracy'):.3f} | "
+                     f"{at(b, h, 'linear_accuracy'):.3f} | {at(p, h, 'linear_accuracy'):.3f} |")
+    return lines + [""]
+
+def collapse_section(cfg:Config, log:pd.DataFrame)->list[str]:
+    "Report lines naming a collapse of a family run (none for the paper's methods, or without one)."
+    if cfg.method not in FAMILIES: return []
+    note = collapse_note(log, cfg.prototypes if cfg.method == "dino" else cfg.proj_dim)
+    return ["## Collapse", "", f"The embeddings are {note}." if note else "No collapse: at the last epoch the std of "
+            "the l2-normalised embeddings is at least a tenth of an isotropic output's and their effective rank at "
+            "least 2.", ""]
+
 # %% ../nbs/14a_report.ipynb #827e7b54
 def write_report(run:Path,               # an analysed run directory with its figures drawn
                  timings:dict|None=None, # wall time per stage, in seconds, to state in the report
@@ -207,7 +238,8 @@ def write_report(run:Path,               # an analysed run directory with its fi
              f"## The paper's claims ({claims_summary(claims)})", "",
              "Each claim is decided by its criterion on this run's tables (`claims.csv`); layers are counted as the "
              "paper does: residual blocks 1..L, the stem is layer 0.", "", claims_table(claims), "",
-             *s5_section(cfg, r), *bn_section(optional_table(run, "bn_compare.csv")), "## Figures", ""]
+             *s5_section(cfg, r), *bn_section(optional_table(run, "bn_compare.csv")),
+             *projector_section(optional_table(run, "projector.csv"), m), *collapse_section(cfg, log), "## Figures", ""]
     parts += [f"![{p.stem}](figures/{p.name})" for p in figures]
     write_if_changed(run/"report.md", ("\n".join(parts) + "\n").encode())
     return run/"report.md"
@@ -230,8 +262,10 @@ def reproduce(cfg,               # the validated config to run
     _timed(new, "train", train, cfg, out, resume=True, progress=progress)
     ov = {"probe": cfg.probe, "device": cfg.device}   # the analysis-only fields the stages take from cfg
     _timed(new, "analyse", analyze, out, ov, progress=progress)
-    if cfg.method in SSL_METHODS:   # §5: random targets from the ResNet-18 / ViT generators (trained when missing)
+    if cfg.method in SSL_METHODS and cfg.method not in FAMILIES:   # §5: random targets from the generators
         _timed(new, "randomness", randomness_metrics, out, ov, progress=progress)
+    if cfg.method != "supervised":   # the projector's output, measured apart from the backbone's layers
+        _timed(new, "projector", projector_metrics, out, ov, progress=progress)
     _timed(new, "bn_compare", eval_bn_rows, out)   # eval_bn running vs recalibrated, first and last epoch
     _timed(new, "umap", embed_umap, out, progress=progress)
     _timed(new, "figures", write_figures, out)

@@ -130,7 +130,7 @@ def train_linear_barlow(x1:Tensor, x2:Tensor, # training pairs [N, d]
     w = w0.clone().requires_grad_()
     opt, rec = torch.optim.SGD([w], lr=p.lr), dict(t=[], loss=[], eig=[])
     for step in range(p.steps + 1):
-        loss = barlow_twins_loss(x1 @ w.T, x2 @ w.T, lambd=p.lambd, standardize=p.standardize).total
+        loss = barlow_twins_loss(x1 @ w.T, x2 @ w.T, lam=p.lambd, standardize=p.standardize).total
         if step % p.every == 0:
             with torch.no_grad():
                 ev = torch.linalg.eigvalsh(symmetric_cross_correlation(w, e1, e2, p.standardize)).flip(0)

@@ -11,7 +11,7 @@ from pathlib import Path
 import multiprocessing as mp
 import pandas as pd
 import torch
-from .config import Config, get_preset, apply_overrides, validate, model_name, config_from_dict, data_seed_of
+from .config import Config, get_preset, apply_overrides, validate, model_name, config_from_dict, data_seed_of, FAMILIES
 from .datasets import dataset_info, DatasetNotFound, locate_split
 from .train import config_diff
 from .models import build_model
@@ -26,14 +26,17 @@ from .seeds import seed_dir, with_band, stack_seeds
 from .claims import combine_seeds
 from .files import write_if_changed
 from .ladder import write_ladder
+from .families import METHOD_LABELS, family_table, families_claims, X_CLAIMS
+from .claims import not_measured_rows
 
 # %% auto #0
-__all__ = ['ROLES', 'SMOKE', 'DEMO', 'PAPER', 'STUDIES', 'STEP_TFLOPS', 'STEP_OVERHEAD_MS', 'COPIED', 'ON_RES5', 'LAUNCHERS',
-           'Member', 'Study', 'StudyError', 'member_config', 'get_study', 'missing_datasets', 'check_data', 'run_dir',
-           'check_study_dir', 'member_done', 'train_member', 'generator_key', 'waves', 'run_local', 'train_command',
-           'MemberJob', 'flops_per_view', 'gpu_hours', 'cost_line', 'submit_slurm', 'stack', 'study_tables',
-           'study_figure_makers', 'study_figures', 'single_run_rows', 'study_claims', 'member_seconds',
-           'write_study_report', 'check_seed_study_dir', 'run_study', 'finish_study', 'seeded', 'finish_study_seeds']
+__all__ = ['ROLES', 'FAMILY_SETS', 'SMOKE', 'DEMO_BUDGET', 'DEMO', 'PAPER', 'STUDIES', 'STEP_TFLOPS', 'STEP_OVERHEAD_MS',
+           'COPIED', 'ON_RES5', 'LAUNCHERS', 'Member', 'Study', 'StudyError', 'member_config', 'get_study',
+           'missing_datasets', 'check_data', 'run_dir', 'check_study_dir', 'member_done', 'train_member',
+           'generator_key', 'waves', 'run_local', 'train_command', 'MemberJob', 'flops_per_view', 'gpu_hours',
+           'cost_line', 'submit_slurm', 'stack', 'study_tables', 'method_runs', 'study_figure_makers', 'study_figures',
+           'single_run_rows', 'study_claims', 'study_family_claims', 'member_seconds', 'write_study_report',
+           'check_seed_study_dir', 'run_study', 'finish_study', 'seeded', 'finish_study_seeds']
 
 # %% ../nbs/15_studies.ipynb #w3b140005
 @dataclass(frozen=True)
@@ -72,27 +75,39 @@ def member_config(m:Member)->Config:
     return validate(apply_overrides(get_preset(m.preset), list(m.sets)))
 
 # %% ../nbs/15_studies.ipynb #w3b140008
-def _m(name, preset, *sets, **kw)->Member: return Member(name, preset, tuple(sets), **kw)
+def _member(name:str, preset:str, *sets:str, gpus:int=1)->Member:
+    "A `Member` called `name`: `preset` with the overrides `sets` (\"key=value\"), on `gpus` GPUs under Slurm."
+    return Member(name, preset, tuple(sets), gpus=gpus)
 
-def _family(preset:str, main:tuple, res5:tuple, narrow:tuple, wide:tuple, other:dict)->tuple:
+def _width(width:int)->tuple:
+    "The overrides of a backbone of `width` channels with the projector four times as wide (the paper's 250 : 1000)."
+    return (f"width={width}", f"proj_dim={4 * width}")
+
+def _paper_members(preset:str, main:tuple, res5:tuple, narrow:tuple, wide:tuple, other:dict)->tuple:
     "The eleven members of a study: `main`/`res5`/... are override tuples; `other` maps names to overrides."
     sup = main + ("augment=autoaugment", "method=supervised")
-    return (_m("vicreg-main", preset, *main), _m("vicreg-res5", preset, *res5),
-            _m("vicreg-narrow", preset, *narrow), _m("vicreg-wide", preset, *wide),
-            _m("vicreg-mu5", preset, *res5, "mu=5"), _m("vicreg-mu100", preset, *res5, "mu=100"),
-            _m("simclr-res5", preset, *res5, "method=simclr"),
-            _m("supervised-autoaugment", preset, *sup), _m("supervised-noaug", preset, *main, "method=supervised",
-                                                           "augment=none"),
-            *(_m(n, preset, *s) for n, s in other.items()))
+    return (_member("vicreg-main", preset, *main), _member("vicreg-res5", preset, *res5),
+            _member("vicreg-narrow", preset, *narrow), _member("vicreg-wide", preset, *wide),
+            _member("vicreg-mu5", preset, *res5, "mu=5"), _member("vicreg-mu100", preset, *res5, "mu=100"),
+            _member("simclr-res5", preset, *res5, "method=simclr"),
+            _member("supervised-autoaugment", preset, *sup),
+            _member("supervised-noaug", preset, *main, "method=supervised", "augment=none"),
+            *(_member(n, preset, *s) for n, s in other.items()))
+
+FAMILY_SETS = {"byol": (), "simsiam": (), "moco": ("temperature=0.2",), "dino": ()}  # MoCo v2's τ; the rest: defaults
+
+def _family_members(preset:str, res5:tuple)->tuple:
+    "One member per SSL family (`revssl.families`) at the budget of the `res5` members (SimCLR's)."
+    return tuple(_member(f"{f}-res5", preset, *res5, f"method={f}", *s) for f, s in FAMILY_SETS.items())
 
 _ROLES = dict(main="vicreg-main", res5="vicreg-res5", narrow="vicreg-narrow", wide="vicreg-wide", mu5="vicreg-mu5",
               mu100="vicreg-mu100", simclr="simclr-res5", sup_aug="supervised-autoaugment",
               sup_noaug="supervised-noaug")
 
-_w = lambda w: (f"width={w}", f"proj_dim={4 * w}")
-SMOKE = Study("smoke", _family("smoke", ("depth=4", *_w(20)), ("depth=2", *_w(20)), ("depth=2", *_w(4)),
-                               ("depth=2", *_w(80)), {"digits-seed1": ("depth=2", *_w(20), "seed=1",
-                                                                       "train_subset=1000")}),
+_SMOKE_RES5 = ("depth=2", *_width(20))
+SMOKE = Study("smoke", _paper_members("smoke", main=("depth=4", *_width(20)), res5=_SMOKE_RES5,
+                                      narrow=("depth=2", *_width(4)), wide=("depth=2", *_width(80)),
+                                      other={"digits-seed1": (*_SMOKE_RES5, "seed=1", "train_subset=1000")}),
               _ROLES, {"Fig. 8 — B.2 stand-in (digits, seed 1)": "digits-seed1",
                        "Fig. 9 — B.2 stand-in (digits, seed 1)": "digits-seed1"},
               "about 2 minutes on 2 CPU cores (measured in tests/test_studies.py)",
@@ -101,26 +116,32 @@ SMOKE = Study("smoke", _family("smoke", ("depth=4", *_w(20)), ("depth=2", *_w(20
                "stands in for CIFAR-10 and Food-101", "§5 generators: the ResNet-18 / ViT minis of revssl.randomness"))
 
 # %% ../nbs/15_studies.ipynb #w3b140009
-_d = lambda *s: ("train_subset=5000", "epochs=6", "lr=0.02", "analysis_epochs=0,1,2,4,6", "mine=false", *s)
-DEMO = Study("demo", _family("demo", _d("depth=6", *_w(40)), _d("depth=3", *_w(40)), _d("depth=3", *_w(8)),
-                             _d("depth=3", *_w(160)),
-                             {"digits-res3": ("dataset=digits", "train_subset=0", "epochs=6", "lr=0.02", "depth=3", *_w(40),
-                                              "analysis_epochs=0,1,2,4,6", "mine=false", "eval_train=1000",
-                                              "eval_test=450", "sample_n=50")}),
+DEMO_BUDGET = ("train_subset=5000", "epochs=6", "lr=0.02", "analysis_epochs=0,1,2,4,6", "mine=false")  # every member
+_DEMO_RES5 = (*DEMO_BUDGET, "depth=3", *_width(40))
+DEMO = Study("demo", _paper_members("demo", main=(*DEMO_BUDGET, "depth=6", *_width(40)), res5=_DEMO_RES5,
+                                    narrow=(*DEMO_BUDGET, "depth=3", *_width(8)),
+                                    wide=(*DEMO_BUDGET, "depth=3", *_width(160)),
+                                    other={"digits-res3": ("dataset=digits", "train_subset=0", "epochs=6", "lr=0.02",
+                                                           "depth=3", *_width(40), "analysis_epochs=0,1,2,4,6",
+                                                           "mine=false", "eval_train=1000", "eval_test=450",
+                                                           "sample_n=50")})
+                     + _family_members("demo", _DEMO_RES5),
              _ROLES, {"Fig. 8 — B.2 on digits": "digits-res3", "Fig. 9 — B.2 on digits": "digits-res3"},
-             "at most 60 minutes on 2 CPU cores (about 40 extrapolated from a one-epoch pilot; 21 measured)",
+             "at most 60 minutes on 2 CPU cores (about 40 extrapolated from a one-epoch pilot; 21 measured for the "
+             "paper's members)",
              ("Fashion-MNIST (28×28, 10 classes, 5 superclasses), 5000 training images, 6 epochs instead of CIFAR-100 "
               "for 1000", "RES-3/6 instead of RES-5/10; widths 8, 40, 160 (1 : 5 : 20)", "MINE off",
               "B.2: digits (bundled) instead of CIFAR-10 and Food-101", "one learning rate, 0.02, for every member "
               "instead of 0.002 (six epochs, not 1000), the largest of 0.05 / 0.02 / 0.01 at which every width trained "
-              "finite in bench/study_pilot.py"))
-PAPER = Study("paper", (_m("vicreg-main", "paper"), _m("vicreg-res5", "paper-res5"),
-                        _m("vicreg-narrow", "paper-res5-w50"), _m("vicreg-wide", "paper-res5-w1000", gpus=4),
-                        _m("vicreg-mu5", "paper-mu5"), _m("vicreg-mu100", "paper-mu100"),
-                        _m("simclr-res5", "paper-simclr"),
-                        _m("supervised-autoaugment", "paper-supervised"),
-                        _m("supervised-noaug", "paper-supervised-noaug"),
-                        _m("cifar10-res5", "paper-cifar10"), _m("food101-res5", "paper-food101")),
+              "finite in bench/study_pilot.py", "beyond the paper: BYOL, SimSiam, MoCo v2 and DINO at the SimCLR "
+              "member's budget (`revssl.families`)"))
+PAPER = Study("paper", (_member("vicreg-main", "paper"), _member("vicreg-res5", "paper-res5"),
+                        _member("vicreg-narrow", "paper-res5-w50"), _member("vicreg-wide", "paper-res5-w1000", gpus=4),
+                        _member("vicreg-mu5", "paper-mu5"), _member("vicreg-mu100", "paper-mu100"),
+                        _member("simclr-res5", "paper-simclr"),
+                        _member("supervised-autoaugment", "paper-supervised"),
+                        _member("supervised-noaug", "paper-supervised-noaug"),
+                        _member("cifar10-res5", "paper-cifar10"), _member("food101-res5", "paper-food101")),
               _ROLES, {"Fig. 8 — CIFAR-10": "cifar10-res5", "Fig. 9 — Food-101": "food101-res5"},
               "see `gpu_hours` (printed before a Slurm submission)", ())
 STUDIES = {s.name: s for s in (SMOKE, DEMO, PAPER)}
@@ -214,12 +235,16 @@ def train_command(out:Path, m:Member)->list[str]:
     if m.gpus > 1: return [str(Path(sys.executable).parent/"torchrun"), f"--nproc_per_node={m.gpus}", str(exe), *args]
     return [str(exe), *args]
 
-def _checkpointable():
-    import submitit
-    return submitit.helpers.Checkpointable
-
-class MemberJob(_checkpointable()):
+class MemberJob:
     "A submitit job: train member `m` in a child process, then analyse it; requeued (and resumed) on preemption."
+    def __new__(cls, *a, **kw):   # submitit is imported only when a job is made (the Slurm launcher), not on import
+        import submitit
+        if not issubclass(cls, submitit.helpers.Checkpointable):
+            cls = type(cls.__name__, (cls, submitit.helpers.Checkpointable), {"__module__": cls.__module__,
+                                                                              "__qualname__": cls.__qualname__})
+            globals()[cls.__name__] = cls   # pickled by name: the job's class must be the one the module holds
+        return super().__new__(cls)
+
     def __call__(self, out:Path, m:Member)->str:
         self.proc = subprocess.Popen(train_command(out, m))
         if rc := self.proc.wait(): raise RuntimeError(f"training member {m.name!r} failed with exit status {rc}")
@@ -306,8 +331,15 @@ def stack(out:Path, study:Study, name:str)->pd.DataFrame:
 
 def study_tables(out:Path, study:Study)->dict:
     "{metrics, log, random}: the stacked tables of the study's members."
+    has = lambda name: any((run_dir(out, m.name)/name).exists() for m in study.members)
     return {"metrics": stack(out, study, "metrics.csv"), "log": stack(out, study, "train_log.csv"),
-            "random": stack(out, study, "randomness.csv")}
+            "random": stack(out, study, "randomness.csv"),
+            "projector": stack(out, study, "projector.csv") if has("projector.csv") else None}
+
+def method_runs(study:Study)->dict:
+    "{method label: member}: the SimCLR-budget members of every SSL method (VICReg, SimCLR, then the families)."
+    fam = {METHOD_LABELS[c.method]: m.name for m in study.members if (c := member_config(m)).method in FAMILIES}
+    return {"VICReg": study.roles["res5"], "SimCLR": study.roles["simclr"], **fam}
 
 # %% ../nbs/15_studies.ipynb #w3b14001f
 COPIED = {"main": ("fig1_umap", "fig2_clustering", "fig5_layers", "fig6_clustering_raw"), "res5": ("fig3_losses",)}
@@ -320,7 +352,7 @@ def study_figure_makers(out:Path, study:Study, t:dict)->dict:
             "fig7_top_width": lambda: fig_width(m, [r["narrow"], r["res5"], r["wide"]]),
             "fig7_bottom_depth": lambda: fig_depth(m, [r["res5"], r["main"]]),
             "fig10_mu": lambda: fig_mu(m, t["log"], {5.: r["mu5"], 25.: r["res5"], 100.: r["mu100"]}),
-            "fig11_top_methods": lambda: fig_methods(m, {"VICReg": r["res5"], "SimCLR": r["simclr"]}),
+            "fig11_top_methods": lambda: fig_methods(m, method_runs(study)),
             "fig4_randomness": lambda: fig_randomness(rnd[rnd.run == r["res5"]]),
             "fig12_generators": lambda: fig_generators(rnd[rnd.run == r["res5"]]),
             "fig11_bottom_random": lambda: fig_randomness_compare(rnd[rnd.run.isin([r["res5"], r["simclr"]])])}
@@ -359,7 +391,13 @@ def study_claims(out:Path, study:Study, t:dict)->list[dict]:
         shallow_early_claim(m, r["res5"], r["main"], ne[r["main"]]),
         other_datasets_claim(m, {t.split(" (")[0]: n for t, n in study.other.items()}, ne),
         *mu_claims(m, log, {5: r["mu5"], 25: r["res5"], 100: r["mu100"]}, ne[r["res5"]]),
-        *methods_claims(m, r["res5"], r["simclr"], ne[r["res5"]])])
+        *methods_claims(m, r["res5"], r["simclr"], ne[r["res5"]]), *study_family_claims(study, t, ne[r["res5"]])])
+
+def study_family_claims(study:Study, t:dict, n_eval:dict)->list[dict]:
+    "The claims beyond the paper (notebook 13) on the study's SSL methods; not measured without family members."
+    runs = method_runs(study)
+    if len(runs) == 2: return not_measured_rows(X_CLAIMS, f"study {study.name!r} has no member of the SSL families")
+    return families_claims(t["metrics"], t["projector"], runs, n_eval)
 
 # %% ../nbs/15_studies.ipynb #w3b140022
 def member_seconds(out:Path, m:Member, seeds:int=1)->float:
@@ -447,6 +485,8 @@ def finish_study(out:Path, study:Study, wall:float|None=None)->Path:
     "The study's stacked tables, figures, claims.csv and report.md, from its finished members."
     t = study_tables(out, study)
     figs = study_figures(out, study, t)
+    if len(runs := method_runs(study)) > 2:   # the comparison of every SSL method (families.csv)
+        write_if_changed(Path(out)/"families.csv", family_table(t["metrics"], t["projector"], runs).to_csv(index=False).encode())
     write_claims(study_claims(out, study, t), Path(out)/"claims.csv")
     return write_study_report(out, study, figs, wall)
 

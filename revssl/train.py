@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from .files import atomic_write, write_if_changed
-from .config import Config, validate, config_to_dict, config_from_dict, data_seed_of
+from .config import Config, validate, config_to_dict, config_from_dict, data_seed_of, FAMILIES
 from .losses import ssl_loss, VICRegTerms, SimCLRTerms, BarlowTwinsTerms
 from .models import build_model
 from .datasets import load_dataset, dataset_info
@@ -22,15 +22,15 @@ from .distributed import Dist, setup_distributed, global_batchnorm, rank_rows, a
 from .distributed import resolve_device  # re-exported: revssl.analysis imports it from here
 
 # %% auto #0
-__all__ = ['LOG_INTERVAL', 'CKPT_FORMAT', 'LOADER_WORKERS', 'TRAINING_FIELDS', 'SPECTRUM_BATCH', 'GRAPH_DDP_ERROR',
-           'progress_bar', 'save_checkpoint', 'CheckpointError', 'load_checkpoint', 'subset_indices', 'load_train_set',
-           'make_optimizer', 'make_scheduler', 'build_augment', 'build_loader', 'loss_kwargs', 'term_names',
-           'view_terms', 'ssl_step', 'supervised_step', 'logit_terms', 'TrainingInterrupted', 'NonFiniteLoss',
-           'config_diff', 'prepare_run_dir', 'Run', 'scale_init', 'init_run', 'spectrum_batch', 'spectrum_rows',
-           'log_spectrum', 'restore_state', 'save_weights', 'save_state', 'save_epoch_files', 'sgd_update',
-           'capture_cuda_graph', 'GraphedStep', 'graphed_step', 'forward_module', 'build_run', 'check_finite',
-           'stop_on_signal', 'log_epoch', 'epoch_batches', 'batch_terms', 'train_step', 'train_epochs', 'train',
-           'predict', 'save_predictions']
+__all__ = ['LOG_INTERVAL', 'CKPT_FORMAT', 'LOADER_WORKERS', 'METHOD_HOOKS', 'TRAINING_FIELDS', 'SPECTRUM_BATCH',
+           'GRAPH_DDP_ERROR', 'progress_bar', 'save_checkpoint', 'CheckpointError', 'load_checkpoint', 'subset_indices',
+           'load_train_set', 'make_optimizer', 'make_scheduler', 'build_augment', 'build_loader', 'Method',
+           'register_method', 'method_hook', 'loss_kwargs', 'term_names', 'view_terms', 'ssl_step', 'supervised_step',
+           'logit_terms', 'TrainingInterrupted', 'NonFiniteLoss', 'config_diff', 'prepare_run_dir', 'Run', 'scale_init',
+           'init_run', 'spectrum_batch', 'spectrum_rows', 'log_spectrum', 'restore_state', 'save_weights', 'save_state',
+           'save_epoch_files', 'sgd_update', 'capture_cuda_graph', 'GraphedStep', 'graphed_step', 'forward_module',
+           'build_run', 'check_finite', 'stop_on_signal', 'log_epoch', 'epoch_batches', 'batch_terms', 'train_step',
+           'train_epochs', 'train', 'predict', 'save_predictions']
 
 # %% ../nbs/05c_train.ipynb #b7c1e2a1
 LOG_INTERVAL = 30   # seconds between two redraws of a progress bar written to a log file or a pipe
@@ -117,6 +117,35 @@ def build_loader(cfg:Config, images:Tensor, info):
     return torchvision_two_view_loader(images, cfg.batch_size, info.size, info.mean, info.std,
                                        num_workers=LOADER_WORKERS, seed=cfg.seed)
 
+# %% ../nbs/05c_train.ipynb #18e83e76
+class Method:
+    "A training method with state between steps; subclasses are registered in `METHOD_HOOKS` by the module that adds them."
+    terms:tuple = ("total",)   # the loss terms `loss` returns, total first: the loss columns of train_log.csv
+    def __init__(self, cfg:Config, model:nn.Module, device:torch.device): self.cfg = cfg
+    def loss(self, r, v:Tensor)->dict:
+        "Loss terms of one step on the stacked views `v` = [first views; second views] of run `r`."
+        raise NotImplementedError
+    def after_step(self, r): "Act after the optimiser step (`r.done` steps taken), e.g. a momentum update."
+    def state_dict(self)->dict: return {}
+    def load_state_dict(self, sd:dict): pass
+
+METHOD_HOOKS:dict = {}   # {method name: `Method` subclass}, filled by the modules that add methods
+
+def register_method(name:str, # a method of `revssl.config.METHODS`
+                    cls:type, # its `Method` subclass
+                   ):
+    "Make `name` trainable by the loop with the `Method` subclass `cls`."
+    if not (isinstance(cls, type) and issubclass(cls, Method)): raise TypeError(f"{cls!r} is not a Method subclass")
+    METHOD_HOOKS[name] = cls
+
+def method_hook(cfg:Config)->type|None:
+    "The registered `Method` class of `cfg.method` (None for the built-in methods); an error when it is not loaded."
+    if cfg.method in METHOD_HOOKS: return METHOD_HOOKS[cfg.method]
+    if cfg.method in FAMILIES:
+        raise ValueError(f"config field 'method': {cfg.method!r} is trained by revssl.families; import it first "
+                         "(`import revssl.families`; the command line does)")
+    return None
+
 # %% ../nbs/05c_train.ipynb #59f09828
 def loss_kwargs(cfg:Config)->dict:
     "The loss hyper-parameters of `cfg.method`."
@@ -125,6 +154,7 @@ def loss_kwargs(cfg:Config)->dict:
 
 def term_names(method:str)->tuple:
     "The names of the loss terms a step of `method` returns, in order: the loss columns of train_log.csv."
+    if method in METHOD_HOOKS: return METHOD_HOOKS[method].terms
     return {"vicreg": VICRegTerms._fields, "simclr": SimCLRTerms._fields, "barlow": BarlowTwinsTerms._fields,
             "supervised": ("total", "accuracy")}[method]
 
@@ -184,7 +214,8 @@ class _StopFlag:
 # %% ../nbs/05c_train.ipynb #b0d8616c
 TRAINING_FIELDS = ("dataset", "train_subset", "augment", "arch", "depth", "width", "proj_dim", "method", "lam", "mu",
                    "nu", "temperature", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "seed",
-                   "init_scale", "spectrum_every")
+                   "init_scale", "spectrum_every", "teacher_momentum", "queue_size", "prototypes", "teacher_temp",
+                   "warmup_teacher_temp", "warmup_teacher_temp_epochs", "student_temp", "center_momentum")
 
 def config_diff(old:Config, # the config a run directory holds
                 new:Config, # the config asked for
@@ -240,6 +271,7 @@ class Run:
     perm:Tensor|None = None     # that epoch's permutation (None: not drawn yet)
     sums:Tensor|None = None     # the loss-term sums of those steps
     lr_sum:float = 0.0          # the sum of the learning rates of all steps so far: the spectrum's time t
+    method:Method|None = None   # the registered `Method` of cfg.method (teacher, queue, centre), else None
     log:list = field(default_factory=list)   # the rows of train_log.csv
     spectrum:list = field(default_factory=list)   # the rows of spectrum.csv
 
@@ -265,12 +297,13 @@ def init_run(cfg:Config, out:Path, images:Tensor, y:Tensor, d:Dist, device:torch
     model = scale_init(build_model(cfg, info.channels, n_cls, info.size), cfg.init_scale).to(device)
     if d.on: model = global_batchnorm(model, device)
     if cfg.channels_last and device.type == "cuda": model = model.to(memory_format=torch.channels_last)
+    method = hook(cfg, model, device) if (hook := method_hook(cfg)) else None   # e.g. the teacher, built from the seed
     augment, steps = build_augment(cfg, info, device), len(images) // cfg.batch_size
     opt = make_optimizer(cfg, model.parameters())
     sched = make_scheduler(opt, cfg.epochs * steps)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     return Run(cfg, out, device, images, y, model, augment, opt, sched, gen, cfg.amp and device.type == "cuda", steps,
-               loader=build_loader(cfg, images, info), spec_x=spectrum_batch(cfg, images, info))
+               loader=build_loader(cfg, images, info), spec_x=spectrum_batch(cfg, images, info), method=method)
 
 # %% ../nbs/05c_train.ipynb #e5f6a7b8
 SPECTRUM_BATCH = 512   # images of the fixed batch whose embedding spectrum is logged
@@ -326,6 +359,7 @@ def restore_state(r:Run, ck:dict):
     r.sched.load_state_dict(ck["scheduler"]); _set_rng_state(ck["rng"], r.gen)
     r.epoch, r.step, r.perm, r.sums = ck["epoch"], ck["step"], ck["perm"], ck.get("sums")
     r.lr_sum = ck.get("lr_sum", 0.0)          # absent in checkpoints written before the spectrum log
+    if r.method is not None: r.method.load_state_dict(ck["method"])
     r.log = [row for row in _read_log(r.out/"train_log.csv") if int(row["epoch"]) <= r.epoch]
     r.spectrum = [row for row in _read_log(r.out/"spectrum.csv") if int(row["step"]) <= r.done]
 
@@ -340,7 +374,8 @@ def save_state(r:Run):
     save_checkpoint({"kind": "state", "epoch": r.epoch, "step": r.step, "perm": r.perm, "sums": r.sums,
                      "lr_sum": r.lr_sum,
                      "config": config_to_dict(r.cfg), "model": r.model.state_dict(), "optimizer": r.opt.state_dict(),
-                     "scheduler": r.sched.state_dict(), "rng": _rng_state(r.gen)}, r.ck_dir/"last.pt")
+                     "scheduler": r.sched.state_dict(), "rng": _rng_state(r.gen),
+                     **({"method": r.method.state_dict()} if r.method is not None else {})}, r.ck_dir/"last.pt")
 
 def save_epoch_files(r:Run):
     "The files of the finished epoch `r.epoch` (0: the start): the logs, its weights if analysed, last.pt."
@@ -461,6 +496,9 @@ def build_run(cfg:Config, out:Path,
               d:Dist, device:torch.device)->Run:
     "This rank's `Run` of `cfg` in `out`: resumed from last.pt, or fresh with its epoch-0 files written."
     if cfg.cuda_graph and d.on: raise ValueError(GRAPH_DDP_ERROR)   # before any work
+    if d.on and method_hook(cfg) is not None:
+        raise ValueError(f"config field 'method': {cfg.method!r} is not supported under several processes (its "
+                         "teacher, queue and centre are not gathered across ranks); train it in one process")
     with d.together():                          # data first: a missing data set fails before anything is written
         images, labels = load_train_set(cfg)
         if len(images) < cfg.batch_size:
@@ -519,6 +557,10 @@ def epoch_batches(r:Run,
 
 def batch_terms(r:Run, batch)->dict:
     "The loss terms of the training step on `batch` (the forward pass), from either batch source."
+    if r.method is not None:
+        if r.loader is not None: return r.method.loss(r, torch.cat(batch).to(r.device, non_blocking=True))
+        x = r.images[batch]
+        return r.method.loss(r, r.augment(torch.cat([x, x]), generator=r.gen))
     if r.loader is not None:
         v = torch.cat(batch).to(r.device, non_blocking=True)
         return view_terms(r.fwd, v if r.rows is None else v[r.rows], r.cfg, r.amp, r.rows is not None)
@@ -556,7 +598,9 @@ def train_epochs(r:Run, d:Dist,
                 vals = torch.stack([t.detach().float() for t in terms.values()])
                 sums = vals if sums is None else sums + vals   # on the device: no host sync per step
                 bad = torch.where((bad < 0) & ~torch.isfinite(vals[0]), torch.tensor(s, device=r.device), bad)
-                r.step = s + 1; log_spectrum(r, d)
+                r.step = s + 1
+                if r.method is not None: r.method.after_step(r)   # e.g. the teacher's momentum update
+                log_spectrum(r, d)
                 bar.update(1)
                 if sig := d.max(stop.signum or 0):     # a signal on any rank: every rank stops after this step
                     check_finite(r, d, bad)            # (a non-finite loss before it is the error to report)

@@ -11,6 +11,7 @@ from revssl.claims import binomial_se, read_claims
 from revssl.clustering import S4_CLAIMS, S4_STUDY_CLAIMS, B3_CLAIMS
 from revssl.hierarchies import S6_CLAIMS, B_LAYER_CLAIMS
 from revssl.randomness import S5_CLAIMS
+from revssl.families import X_CLAIMS
 from revssl.studies import (SMOKE, Member, MemberJob, StudyError, run_dir, run_study, seeded, study_claims,
                             study_tables, submit_slurm)
 from revssl.studies import member_config
@@ -38,7 +39,7 @@ def test_every_figure_and_claim(smoke):
     for f in FIGURES:
         assert (smoke / "figures" / f"{f}.png").stat().st_size > 1000, f
         assert (smoke / "figures" / f"{f}.pdf").exists(), f
-    ids = [*S4_CLAIMS, *S6_CLAIMS, *S5_CLAIMS, *S4_STUDY_CLAIMS, *B_LAYER_CLAIMS, *B3_CLAIMS]
+    ids = [*S4_CLAIMS, *S6_CLAIMS, *S5_CLAIMS, *S4_STUDY_CLAIMS, *B_LAYER_CLAIMS, *B3_CLAIMS, *X_CLAIMS]
     claims = read_claims(smoke / "claims.csv")
     assert sorted(claims.id) == sorted(ids)
     rep = (smoke / "report.md").read_text()
