@@ -278,7 +278,7 @@ def projector_metrics(run:Path,                 # an SSL run directory with its 
             return pd.concat([measure({PROJECTOR: f[tr]}, s[tr][1], {PROJECTOR: f[te]}, s[te][1], cfg.probe, epoch)
                               for tr, te in PAIRS], ignore_index=True)
         return keyed_cache(run/"projector"/f"{ck.stem}.csv", metrics_key(ck, cfg), make, _save_csv, pd.read_csv)
-    make = lambda: pd.concat([one(ck) for ck in tqdm(ckpts, desc="projector", disable=not progress)], ignore_index=True)
+    make = lambda: pd.concat([one(ck) for ck in progress_bar(ckpts, desc="projector", disable=not progress)], ignore_index=True)
     return keyed_cache(run/"projector.csv", "|".join(metrics_key(ck, cfg) for ck in ckpts), make, _save_csv, pd.read_csv)
 
 # %% ../nbs/08b_analysis.ipynb #4f442c2b
