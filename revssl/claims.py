@@ -43,7 +43,7 @@ def claim_row(id:str,        # stable id, e.g. "s4-compression"
                 held_in="" if ok is None else "1/1" if ok else "0/1")
 
 # %% ../nbs/08a_claims.ipynb #1f7cfbd1
-SSL_METHODS = ("vicreg", "simclr", "barlow", *FAMILIES)   # the families: notebook 13
+SSL_METHODS = ("vicreg", "simclr", "barlow", *FAMILIES)   # the families: `13_families`
 
 def spec_row(specs:dict, # {id: dict(section, figure, claim, criterion, paper)}: the claims a module decides
              id:str,      # which of them

@@ -14,7 +14,7 @@ __all__ = ['FAMILIES', 'METHODS', 'ARCHS', 'OPTIMIZERS', 'AUGMENTS', 'PROBES', '
            'data_seed_of']
 
 # %% ../nbs/00b_config.ipynb #8197b5ab
-FAMILIES = ("byol", "simsiam", "moco", "dino")   # beyond the paper: the families of `revssl.families` (notebook 13)
+FAMILIES = ("byol", "simsiam", "moco", "dino")   # beyond the paper: the families of `revssl.families` (`13_families`)
 METHODS = ("vicreg", "simclr", "barlow", "supervised", *FAMILIES)
 ARCHS = ("res", "resnet18", "vit", "resnet18-mini", "vit-mini")  # the minis: §5 generators for CPU presets
 OPTIMIZERS = ("sgd", "adam")
@@ -45,7 +45,7 @@ class Config:
     mu: float = 25.0                # VICReg variance weight μ
     nu: float = 1.0                 # VICReg covariance weight ν
     temperature: float = 0.5        # SimCLR τ (and MoCo's)
-    # the families beyond the paper (notebook 13)
+    # the families beyond the paper (`13_families`)
     teacher_momentum: float = 0.99  # BYOL / MoCo / DINO: the teacher's EMA momentum at step 0 (cosine to 1 at the end)
     queue_size: int = 4096          # MoCo: negatives kept from past batches (a multiple of batch_size)
     prototypes: int = 1024          # DINO: output dimension K of the head
@@ -125,6 +125,8 @@ def validate(cfg:Config)->Config:
         _check(cfg.optimizer == "sgd", "cuda_graph", f"the graphed step has SGD's update, not {cfg.optimizer!r}")
         _check(cfg.augment in ("batched", "none"), "cuda_graph",
                f"needs augment 'batched' or 'none' (on the device), got {cfg.augment!r}")
+        _check(cfg.method not in FAMILIES, "cuda_graph", f"not for {cfg.method!r}: the graphed step has no teacher "
+               "or queue update; train the SSL families eagerly")
     _check(0 <= cfg.teacher_momentum < 1, "teacher_momentum", f"must be in [0, 1), got {cfg.teacher_momentum}")
     _check(0 <= cfg.center_momentum < 1, "center_momentum", f"must be in [0, 1), got {cfg.center_momentum}")
     for n in ("teacher_temp", "warmup_teacher_temp", "student_temp"):

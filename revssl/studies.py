@@ -394,7 +394,7 @@ def study_claims(out:Path, study:Study, t:dict)->list[dict]:
         *methods_claims(m, r["res5"], r["simclr"], ne[r["res5"]]), *study_family_claims(study, t, ne[r["res5"]])])
 
 def study_family_claims(study:Study, t:dict, n_eval:dict)->list[dict]:
-    "The claims beyond the paper (notebook 13) on the study's SSL methods; not measured without family members."
+    "The claims beyond the paper (`13_families`) on the study's SSL methods; not measured without family members."
     runs = method_runs(study)
     if len(runs) == 2: return not_measured_rows(X_CLAIMS, f"study {study.name!r} has no member of the SSL families")
     return families_claims(t["metrics"], t["projector"], runs, n_eval)
