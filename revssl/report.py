@@ -267,7 +267,7 @@ def reproduce(cfg,               # the validated config to run
     if cfg.method != "supervised":   # the projector's output, measured apart from the backbone's layers
         _timed(new, "projector", projector_metrics, out, ov, progress=progress)
     _timed(new, "bn_compare", eval_bn_rows, out)   # eval_bn running vs recalibrated, first and last epoch
-    _timed(new, "umap", embed_umap, out, progress=progress)
+    if cfg.umap: _timed(new, "umap", embed_umap, out, progress=progress)   # Fig. 1 (a study draws it from its main run)
     _timed(new, "figures", write_figures, out)
     timings = {k: (timings.get(k, 0.0) + v) for k, v in new.items()}
     atomic_write(tfile, lambda t: Path(t).write_text(json.dumps(timings, indent=1)))

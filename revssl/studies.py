@@ -104,9 +104,10 @@ _ROLES = dict(main="vicreg-main", res5="vicreg-res5", narrow="vicreg-narrow", wi
               mu100="vicreg-mu100", simclr="simclr-res5", sup_aug="supervised-autoaugment",
               sup_noaug="supervised-noaug")
 
-_SMOKE_RES5 = ("depth=2", *_width(20))
+_SMOKE_RES5 = ("depth=2", *_width(20), "umap=false")   # Fig. 1 comes from the main member; the others skip UMAP
 SMOKE = Study("smoke", _paper_members("smoke", main=("depth=4", *_width(20)), res5=_SMOKE_RES5,
-                                      narrow=("depth=2", *_width(4)), wide=("depth=2", *_width(80)),
+                                      narrow=("depth=2", *_width(4), "umap=false"),
+                                      wide=("depth=2", *_width(80), "umap=false"),
                                       other={"digits-seed1": (*_SMOKE_RES5, "seed=1", "train_subset=1000")}),
               _ROLES, {"Fig. 8 — B.2 stand-in (digits, seed 1)": "digits-seed1",
                        "Fig. 9 — B.2 stand-in (digits, seed 1)": "digits-seed1"},

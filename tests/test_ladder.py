@@ -17,7 +17,6 @@ from revssl.ladder import (LADDER_COLUMNS, claims_by_epoch, key_number, ladder_k
 from revssl.studies import flops_per_view
 
 FIG = Path(__file__).resolve().parent.parent / "figures"
-SETS = ["--set", "epochs=2", "--set", "analysis_epochs=0,1,2"]
 
 
 @pytest.fixture(scope="module")
@@ -111,20 +110,6 @@ def test_seed_folder_ladder_needs_every_seed(demo_run, tmp_path):
     assert set(one[one.id == "s4-class-clusters"].verdict) == {"not measured", "reproduced"}
     assert set(cc.verdict) == {"not measured", "not reproduced"}
     assert cc[cc.epochs == 15].measured.item().startswith("held in 1 of 2 seeds")
-
-
-def test_reproduce_writes_the_ladder_of_every_run(tmp_path):
-    out = tmp_path / "smoke-2seeds"
-    assert main(["reproduce", "--preset", "smoke", "--out", str(out), "--quiet", "--seeds", "2", *SETS]) == 0
-    for run in (out / "seed0", out / "seed1", out):
-        t = read_ladder(run / "claims_by_epoch.csv")
-        assert sorted(t.epochs.unique()) == [0, 1, 2], run
-        assert (run / "figures" / "fig_claims_by_epoch.png").exists(), run
-    for k in (0, 1):   # each seed's last rung is its report
-        t, c = read_ladder(out / f"seed{k}" / "claims_by_epoch.csv"), read_claims(out / f"seed{k}" / "claims.csv")
-        assert list(t[t.epochs == 2].verdict) == list(c.verdict)
-    t, c = read_ladder(out / "claims_by_epoch.csv"), read_claims(out / "claims.csv")
-    assert list(t[t.epochs == 2].verdict) == list(c.verdict)      # the folder's last rung: held in every seed
 
 
 def test_log_epochs_exact():

@@ -11,6 +11,7 @@ from revssl.claims import read_claims
 from revssl.cli import main
 from revssl.analysis import eval_sets
 from revssl.config import config_from_dict
+from revssl.ladder import read_ladder
 
 SETS = ["--set", "epochs=2", "--set", "analysis_epochs=0,2"]
 
@@ -67,3 +68,13 @@ def test_a_changed_config_is_refused_before_training(seeds, capsys):
     assert main(["reproduce", "--preset", "smoke", "--out", str(seeds), "--quiet", "--seeds", "2", *SETS,
                  "--set", "lr=0.5"]) == 2
     assert "seed0 holds a run of another config (lr: 0.05 -> 0.5)" in capsys.readouterr().err
+
+
+def test_reproduce_writes_the_ladder_of_every_seed(seeds):
+    "The claims-by-length ladder of each seed and of the seed folder; each last rung is that folder's report."
+    for run in (seeds / "seed0", seeds / "seed1", seeds):
+        t = read_ladder(run / "claims_by_epoch.csv")
+        assert sorted(t.epochs.unique()) == [0, 2], run
+        assert (run / "figures" / "fig_claims_by_epoch.png").exists(), run
+        c = read_claims(run / "claims.csv")
+        assert list(t[t.epochs == 2].verdict) == list(c.verdict), run   # the folder's: held in every seed

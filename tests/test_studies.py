@@ -53,6 +53,10 @@ def test_study_tables_stack_the_members(smoke):
     one = pd.read_csv(run_dir(smoke, "vicreg-mu5") / "metrics.csv")
     pd.testing.assert_frame_equal(m[m.run == "vicreg-mu5"].drop(columns="run").reset_index(drop=True), one)
     assert set(pd.read_csv(smoke / "randomness.csv").run) >= {"vicreg-res5", "simclr-res5"}
+    # Fig. 1 is drawn from the main member: only members that keep umap=true embed with UMAP
+    assert (run_dir(smoke, "vicreg-main") / "umap.csv").exists()
+    assert not (run_dir(smoke, "vicreg-res5") / "umap.csv").exists()
+    assert not (run_dir(smoke, "vicreg-res5") / "figures" / "fig1_umap.png").exists()
 
 
 def test_verdicts_come_from_the_tables(smoke):
