@@ -48,7 +48,7 @@ from revssl.augment import SimCLRAugment, draw_uniforms, torchvision_two_view_lo
 from revssl.losses import vicreg_loss  # noqa: E402
 from revssl.models import build_model  # noqa: E402
 from revssl.probes import linear_probe  # noqa: E402
-from revssl.train import (GraphedStep, Run, build_augment, capture_cuda_graph, make_optimizer,  # noqa: E402
+from revssl.train import (GraphedStep, Run, build_augment, capture_cuda_graph, run_step_as_replay, make_optimizer,  # noqa: E402
                           make_scheduler, ssl_step, train, train_step)
 
 PARTS = ("train", "memory", "augment", "probe", "ddp")
@@ -277,12 +277,6 @@ def revssl_step(cfg, xs:torch.Tensor, dev:torch.device, backend:str|None, mode:s
         opt.zero_grad(set_to_none=True); terms["total"].backward(); opt.step(); sched.step()
         step.loss = terms["total"].detach()
     return step
-
-
-def run_step_as_replay(body):
-    "The CPU's stand-in for a CUDA graph capture (--quick): 'replaying' runs the step's code again."
-    out = {}
-    return (lambda: out.update(body())), out
 
 
 def graphed_step(cfg, xs:torch.Tensor, dev:torch.device):

@@ -30,7 +30,7 @@ __all__ = ['LOG_INTERVAL', 'CKPT_FORMAT', 'LOADER_WORKERS', 'METHOD_HOOKS', 'TRA
            'init_run', 'spectrum_batch', 'spectrum_rows', 'log_spectrum', 'restore_state', 'save_weights', 'save_state',
            'save_epoch_files', 'sgd_update', 'capture_cuda_graph', 'GraphedStep', 'graphed_step', 'forward_module',
            'build_run', 'check_finite', 'stop_on_signal', 'log_epoch', 'epoch_batches', 'batch_terms', 'train_step',
-           'train_epochs', 'train', 'predict', 'save_predictions']
+           'train_epochs', 'train', 'predict', 'save_predictions', 'run_step_as_replay']
 
 # %% ../nbs/05c_train.ipynb #b7c1e2a1
 LOG_INTERVAL = 30   # seconds between two redraws of a progress bar written to a log file or a pipe
@@ -651,3 +651,9 @@ def save_predictions(model:nn.Module, cfg:Config, out:Path, device,
         model.load_state_dict(load_checkpoint(out/"checkpoints"/f"epoch_{e:04d}.pt", map_location=device)["model"])
         p = {s: predict(model, x, info, device) for s, x in data.items()}
         atomic_write(out/"predictions"/f"epoch_{e:04d}.pt", lambda t: torch.save(p, t))
+
+# %% ../nbs/05c_train.ipynb #a7c3e1d2
+def run_step_as_replay(body)->tuple:
+    "The CPU's stand-in for `capture_cuda_graph` (tests, `bench/gpu.py --quick`): 'replaying' runs the step again."
+    out = {}
+    return (lambda: out.update(body())), out
