@@ -4,7 +4,7 @@
 
 # %% ../nbs/08b_analysis.ipynb #2a442326
 from __future__ import annotations
-import hashlib, json
+import hashlib, json, sys
 from dataclasses import replace
 from functools import cache, partial
 from pathlib import Path
@@ -26,7 +26,7 @@ from .spectra import spectral_rows
 __all__ = ['FEATURE_FIELDS', 'ANALYSIS_FIELDS', 'COLUMNS', 'METRICS_VERSION', 'PAIRS', 'PROJECTOR', 'BN_COLUMNS', 'eval_sets',
            'model_features', 'file_digest', 'cache_key', 'checkpoint_features', 'measure', 'plot_layers', 'mine_rows',
            'weight_checkpoints', 'run_config', 'metrics_key', 'epoch_metrics', 'analyze', 'projector_features',
-           'projector_metrics', 'umap_rows', 'embed_umap', 'eval_bn_rows', 'compare_eval_bn']
+           'projector_metrics', 'import_umap', 'umap_rows', 'embed_umap', 'eval_bn_rows', 'compare_eval_bn']
 
 # %% ../nbs/08b_analysis.ipynb #3d66809e
 FEATURE_FIELDS = ("dataset", "data_root", "train_subset", "seed", "eval_train", "eval_test", "sample_n",
@@ -281,6 +281,20 @@ def projector_metrics(run:Path,                 # an SSL run directory with its 
     make = lambda: pd.concat([one(ck) for ck in progress_bar(ckpts, desc="projector", disable=not progress)], ignore_index=True)
     return keyed_cache(run/"projector.csv", "|".join(metrics_key(ck, cfg) for ck in ckpts), make, _save_csv, pd.read_csv)
 
+# %% ../nbs/08b_analysis.ipynb #be002553
+def import_umap():
+    "The `umap` module, with numba's on-disk cache switched on for every compiled function of umap-learn."
+    import umap
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+    for name, mod in list(sys.modules.items()):
+        if name != "umap" and not name.startswith("umap."): continue
+        for f in list(vars(mod).values()):
+            if isinstance(f, Dispatcher) and isinstance(f._cache, NullCache):
+                try: f.enable_caching()
+                except Exception: pass     # e.g. no source file to key the cache on: it stays compiled per process
+    return umap
+
 # %% ../nbs/08b_analysis.ipynb #4f442c2b
 def umap_rows(feats:dict,  # {set: {layer: features}} of one checkpoint
               labels:dict, # {set: {hierarchy: labels}}
@@ -289,7 +303,7 @@ def umap_rows(feats:dict,  # {set: {layer: features}} of one checkpoint
               seed:int=0,  # UMAP's random state
              )->list[dict]:
     "2-D UMAP coordinates of the last layer for k samples, k classes and k superclasses (Fig. 1)."
-    import umap
+    umap = import_umap()
     rows = []
     last = max(feats["train"])
     panels = [("sample", feats["sample_train"][last], labels["sample_train"]["sample"])]
