@@ -7,7 +7,8 @@ Each measurement runs in a fresh Python process (nothing compiled yet in memory)
 panels of Fig. 1 fitted once (the first fits pay every compilation), then the same panels again in the same process
 (compiled: the fits alone). The whole sequence runs twice with the same NUMBA_CACHE_DIR, so the second round shows
 what numba's on-disk cache saves a second process (umap-learn caches few of its own functions; pynndescent caches
-most of its). Sizes are the `demo` preset's panels: 5 sample-level images x 20 views, 5 of 10 classes and all of 5
+most of its). The sequence runs once with a plain `import umap` and once through `revssl.analysis.import_umap`, which
+switches the on-disk cache on for every umap-learn function. Sizes are the `demo` preset's panels: 5 sample-level images x 20 views, 5 of 10 classes and all of 5
 superclasses of 5,000 evaluation images, 64 features of the last layer; two epochs (the first and last analysed).
 Prints one markdown table.
 """
@@ -15,11 +16,14 @@ import argparse, json, os, subprocess, sys, tempfile, time
 
 CHILD = r"""
 import json, sys, time
-t0 = time.perf_counter()
 import numpy as np
-import umap
+points, dim, fits, via_revssl = json.loads(sys.argv[1])
+if via_revssl:
+    from revssl.analysis import import_umap     # torch and revssl imported outside the timer
+t0 = time.perf_counter()
+if via_revssl: umap = import_umap()             # umap-learn's numba functions cached on disk
+else: import umap
 t_import = time.perf_counter() - t0
-points, dim, fits = json.loads(sys.argv[1])
 rng = np.random.default_rng(0)
 data = [rng.normal(size=(n, dim)).astype(np.float32) + np.repeat(rng.normal(size=(5, dim)) * 3, -(-n // 5), 0)[:n]
         for n in points]
@@ -35,9 +39,9 @@ print(json.dumps(dict(import_s=t_import, first_s=first, second_s=second)))
 """
 
 
-def child(points, dim, fits, cache_dir):
+def child(points, dim, fits, cache_dir, via_revssl):
     env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
-    p = subprocess.run([sys.executable, "-c", CHILD, json.dumps([points, dim, fits])], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-c", CHILD, json.dumps([points, dim, fits, via_revssl])], capture_output=True, text=True,
                        env=env, check=True)
     return json.loads(p.stdout.strip().splitlines()[-1])
 
@@ -52,11 +56,12 @@ def main(argv=None):
     points = [int(n) for n in args.points.split(",")]
     import numba, umap, pynndescent  # noqa: F401  (versions for the table)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="numba-cache-") as cache:
-        for k, what in enumerate(("fresh cache", "cache from the process before")):
-            t = time.perf_counter()
-            r = child(points, args.dim, args.fits, cache)
-            rows.append((what, r["import_s"], r["first_s"], r["second_s"], time.perf_counter() - t))
+    for via_revssl, how in ((False, "`import umap`"), (True, "`revssl.analysis.import_umap()`")):
+        with tempfile.TemporaryDirectory(prefix="numba-cache-") as cache:
+            for what in ("fresh cache", "cache from the process before"):
+                t = time.perf_counter()
+                r = child(points, args.dim, args.fits, cache, via_revssl)
+                rows.append((f"{how}, {what}", r["import_s"], r["first_s"], r["second_s"], time.perf_counter() - t))
     print(f"umap-learn {umap.__version__}, pynndescent {pynndescent.__version__}, numba {numba.__version__}; "
           f"panels of {points} points x {args.dim} features, {args.fits} fits each, n_jobs=1")
     print("\n| process | import umap | first fits (compile + fit) | same fits again (fit) | compile share | process |")
