@@ -11,7 +11,8 @@ import pytest
 
 from revssl.claims import read_claims
 from revssl.cli import main
-from revssl.config import ConfigError, PRESETS, config_to_dict, get_preset, log_epochs, validate
+from revssl.config import (ConfigError, PRESETS, config_from_dict, config_to_dict, get_preset, log_epochs,
+                           validate)
 from revssl.ladder import (LADDER_COLUMNS, claims_by_epoch, key_number, ladder_kinds, read_ladder,
                            seeds_claims_by_epoch, write_ladder)
 from revssl.studies import flops_per_view
@@ -58,6 +59,23 @@ def test_committed_demo_ladder_is_what_the_tables_give(demo_tables):
     assert tuple(committed.columns) == LADDER_COLUMNS
     pd.testing.assert_frame_equal(committed, got.astype({"epochs": committed.epochs.dtype}))
     assert (FIG / "fig_claims_by_epoch.png").stat().st_size > 10_000
+
+
+def test_committed_long_run_is_the_long_preset_and_its_ladder_what_its_tables_give():
+    run = FIG / "long"
+    cfg = config_from_dict(json.loads((run / "config.json").read_text()))
+    assert config_to_dict(cfg) == config_to_dict(get_preset("long"))                # the preset, nothing overridden
+    got = claims_by_epoch(cfg, *(pd.read_csv(run / f"{n}.csv") for n in ("metrics", "train_log", "randomness")))
+    committed = read_ladder(run / "claims_by_epoch.csv")
+    pd.testing.assert_frame_equal(committed, got.astype({"epochs": committed.epochs.dtype}))
+    last, claims = committed[committed.epochs == 200], read_claims(run / "claims.csv")
+    assert list(last.id) == list(claims.id) and list(last.verdict) == list(claims.verdict)
+    assert sorted(committed.epochs.unique()) == list(log_epochs(200))
+    wall = json.loads((run / "timings.json").read_text())
+    assert set(wall) >= {"train", "analyse", "randomness", "umap", "figures"} and sum(wall.values()) <= 3600
+    page = (FIG / "ladder.md").read_text()
+    assert f"{sum(wall.values()):,.0f} s" in page                                    # the page states the wall time
+    assert (run / "figures" / "fig_claims_by_epoch.png").stat().st_size > 10_000
 
 
 def test_a_claim_that_holds_only_late():
