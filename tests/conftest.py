@@ -9,9 +9,9 @@ import os
 import pytest
 
 # the longest units, longest first (measured with `pytest -q tests --durations=40`); every other unit follows
-FIRST = ["test_studies.py", "test_notebooks.py::test_notebook_runs_clean_in_a_kernel[12_stepwise]", "test_seeds.py",
-         "test_cli.py", "test_notebooks.py::test_notebook_runs_clean_in_a_kernel[08b_analysis]",
-         "test_notebooks.py::test_notebook_runs_clean_in_a_kernel[05c_train]", "test_gpu_bench.py"]
+NB = "test_notebooks.py::test_notebook_runs_clean_in_a_kernel[{}]"
+FIRST = ["test_studies.py", "test_cli.py", NB.format("12_stepwise"), NB.format("14a_report"), NB.format("05c_train"),
+         "test_gpu_bench.py", NB.format("10_randomness"), NB.format("08b_analysis")]
 
 
 def pytest_configure(config):

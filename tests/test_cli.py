@@ -1,13 +1,21 @@
-"""End-to-end tests of the `revssl` command: the smoke reproduction, idempotence, each stage alone, clean stops and
-exact resume.
+"""End-to-end tests of the `revssl` command: the smoke reproduction over two seeds (each seed a complete run; two
+independent runs on the same images, one stacked metrics.csv, banded figures, claims decided per seed, the ladder of
+every folder), a rerun that trains nothing, each stage alone, clean stops and exact resume, any encoder.
 
 The command's error messages for bad input are tested in process in nbs/16_cli.ipynb."""
 import json, signal, subprocess, sys, time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+
+from revssl.analysis import eval_sets
+from revssl.claims import read_claims
+from revssl.cli import main
+from revssl.config import config_from_dict
+from revssl.ladder import read_ladder
 
 REVSSL = [str(Path(sys.executable).parent / "revssl")]  # the console script installed with the package
 
@@ -20,15 +28,20 @@ def run(*args, check=True, **kw):
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "smoke"
-    t = time.time()
-    run("reproduce", "--preset", "smoke", "--out", str(out), "--quiet")
-    return out, time.time() - t
+def seeds(tmp_path_factory):
+    "`revssl reproduce --seeds 2` of the smoke preset, through the installed console script: the seed folder."
+    out = tmp_path_factory.mktemp("runs") / "smoke-2seeds"
+    run("reproduce", "--preset", "smoke", "--out", str(out), "--quiet", "--seeds", "2")
+    return out
+
+
+@pytest.fixture(scope="module")
+def smoke(seeds):
+    return seeds / "seed0"      # seed 0 is the run a single-seed `reproduce` makes
 
 
 def test_smoke_reproduction_writes_every_artifact(smoke):
-    out, _ = smoke
+    out = smoke
     m = pd.read_csv(out / "metrics.csv")
     assert list(m.columns) == ["epoch", "layer", "hierarchy", "target", "metric", "split", "value"]
     assert set(m.hierarchy) >= {"sample", "class", "superclass"}
@@ -65,17 +78,17 @@ def files(run):
     return {str(p.relative_to(run)): p.stat().st_mtime_ns for p in Path(run).rglob("*") if p.is_file()}
 
 
-def test_reproduce_again_reuses_everything(smoke):
-    out, _ = smoke
-    before, cfg = files(out), (out / "config.json").read_bytes()
-    m0 = pd.read_csv(out / "metrics.csv")
-    run("reproduce", "--preset", "smoke", "--out", str(out), "--quiet")
-    after = files(out)
+def test_reproduce_again_reuses_everything(seeds):
+    before, m0 = files(seeds), pd.read_csv(seeds / "seed0" / "metrics.csv")
+    kept = {p: (seeds / p).read_bytes() for p in ("seed0/config.json", "seed1/config.json", "claims.csv")}
+    run("reproduce", "--preset", "smoke", "--out", str(seeds), "--quiet", "--seeds", "2")
+    after = files(seeds)
     assert set(after) == set(before)
-    # timings.json and report.md state the accumulated wall time; train rewrites config.json (same bytes)
-    assert {k for k in after if after[k] != before[k]} <= {"timings.json", "report.md", "config.json"}
-    assert (out / "config.json").read_bytes() == cfg
-    pd.testing.assert_frame_equal(pd.read_csv(out / "metrics.csv"), m0, check_exact=True)
+    # timings.json and report.md state the accumulated wall time; train rewrites config.json (same bytes); no
+    # checkpoint, table or figure is written again
+    assert {Path(k).name for k in after if after[k] != before[k]} <= {"timings.json", "report.md", "config.json"}
+    assert {p: (seeds / p).read_bytes() for p in kept} == kept
+    pd.testing.assert_frame_equal(pd.read_csv(seeds / "seed0" / "metrics.csv"), m0, check_exact=True)
 
 
 def fails_naming(msg, *args):
@@ -154,3 +167,52 @@ def test_probe_any_encoder(tmp_path):
     fails_naming("unknown layer(s) ['fc9'] of ResNet; its named modules are: conv1,", "probe", "--model",
                  "torchvision:resnet18", "--layers", "fc9", "--dataset", "digits", "--out", str(tmp_path / "bad"))
     assert not (tmp_path / "bad").exists()
+
+
+def test_two_independent_runs_on_the_same_images(seeds):
+    cfgs = [config_from_dict(json.loads((seeds / f"seed{k}" / "config.json").read_text())) for k in (0, 1)]
+    assert [(c.seed, c.data_seed) for c in cfgs] == [(0, None), (1, 0)]
+    a, b = (eval_sets(c) for c in cfgs)
+    for s in a: assert np.array_equal(a[s][0].numpy(), b[s][0].numpy()), s     # same evaluation images
+    m0, m1 = (pd.read_csv(seeds / f"seed{k}" / "metrics.csv") for k in (0, 1))
+    trained = m0.epoch > 0
+    assert not np.allclose(m0.value[trained], m1.value[trained])                  # ... different training
+
+
+def test_stacked_tables_and_banded_figures(seeds):
+    m = pd.read_csv(seeds / "metrics.csv")
+    one = pd.read_csv(seeds / "seed1" / "metrics.csv")
+    pd.testing.assert_frame_equal(m[m.seed == 1].drop(columns="seed").reset_index(drop=True), one)
+    names = sorted(p.name for p in (seeds / "seed0" / "figures").glob("*.png"))
+    assert names and sorted(p.name for p in (seeds / "figures").glob("*.png")) == names
+    assert (seeds / "figures" / "fig2_clustering.png").read_bytes() != (seeds / "seed0" / "figures" /
+                                                                         "fig2_clustering.png").read_bytes()
+
+
+def test_claims_hold_in_every_seed_or_are_not_reproduced(seeds):
+    c = read_claims(seeds / "claims.csv")
+    per = [read_claims(seeds / f"seed{k}" / "claims.csv").set_index("id").verdict for k in (0, 1)]
+    for r in c.itertuples():
+        held = sum(p[r.id] == "reproduced" for p in per)
+        measured = sum(p[r.id] != "not measured" for p in per)
+        want = "not measured" if not measured else "reproduced" if held == 2 else "not reproduced"
+        assert r.verdict == want, r.id
+        assert r.held_in == ("" if not measured else f"{held}/2"), r.id
+    rep = (seeds / "report.md").read_text()
+    assert "| held in |" in rep and "mean ± sd" in rep and "| all |" in rep
+
+
+def test_a_changed_config_is_refused_before_training(seeds, capsys):
+    assert main(["reproduce", "--preset", "smoke", "--out", str(seeds), "--quiet", "--seeds", "2",
+                 "--set", "lr=0.5"]) == 2
+    assert "seed0 holds a run of another config (lr: 0.05 -> 0.5)" in capsys.readouterr().err
+
+
+def test_reproduce_writes_the_ladder_of_every_seed(seeds):
+    "The claims-by-length ladder of each seed and of the seed folder; each last rung is that folder's report."
+    for run in (seeds / "seed0", seeds / "seed1", seeds):
+        t = read_ladder(run / "claims_by_epoch.csv")
+        assert sorted(t.epochs.unique()) == [0, 1, 2, 4], run
+        assert (run / "figures" / "fig_claims_by_epoch.png").exists(), run
+        c = read_claims(run / "claims.csv")
+        assert list(t[t.epochs == 4].verdict) == list(c.verdict), run   # the folder's: held in every seed
