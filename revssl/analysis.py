@@ -281,7 +281,7 @@ def projector_metrics(run:Path,                 # an SSL run directory with its 
     make = lambda: pd.concat([one(ck) for ck in progress_bar(ckpts, desc="projector", disable=not progress)], ignore_index=True)
     return keyed_cache(run/"projector.csv", "|".join(metrics_key(ck, cfg) for ck in ckpts), make, _save_csv, pd.read_csv)
 
-# %% ../nbs/08b_analysis.ipynb #be002553
+# %% ../nbs/08b_analysis.ipynb #5cbfbbb3
 def import_umap():
     "The `umap` module, with numba's on-disk cache switched on for every compiled function of umap-learn."
     import umap

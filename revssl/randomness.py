@@ -27,10 +27,10 @@ from .probes import linear_probe
 # %% auto #0
 __all__ = ['GENERATORS', 'CPU_GENERATOR', 'A3_OPTIM', 'GENERATOR_FIELDS', 'RANDOM_COLUMNS', 'MAX_SE', 'S5_CLAIMS',
            'generator_config', 'generator_dir', 'train_generator', 'GeneratorError', 'check_generator',
-           'ensure_generators', 'tensor_digest', 'generator_predictions', 'randomness_levels', 'epoch_randomness',
-           'target_stats', 'chance_corrected', 'random_target_sets', 'targets_table', 'ncc_seen', 'target_rows',
-           'randomness_rows', 'randomness_metrics', 'random_table', 'semantic_random_ratios', 'fig_randomness',
-           'fig_generators', 'fig_randomness_compare', 'randomness_claims']
+           'generator_finished', 'ensure_generators', 'tensor_digest', 'generator_predictions', 'randomness_levels',
+           'epoch_randomness', 'target_stats', 'chance_corrected', 'random_target_sets', 'targets_table', 'ncc_seen',
+           'target_rows', 'randomness_rows', 'randomness_metrics', 'random_table', 'semantic_random_ratios',
+           'fig_randomness', 'fig_generators', 'fig_randomness_compare', 'randomness_claims']
 
 # %% ../nbs/10_randomness.ipynb #4a06ad1d
 GENERATORS = ("resnet18", "vit")  # the two generator families of B.5
@@ -99,13 +99,23 @@ def check_generator(run:Path,       # a generator run directory
     cfg = config_from_dict(json.loads((run/"config.json").read_text()))
     if cfg.method != "supervised": raise GeneratorError(f"generator run {run} is a {cfg.method} run, not supervised")
     if why := _same_images(cfg, ssl_cfg): raise GeneratorError(f"generator run {run} was {why}")
+    if why := _unfinished(run, cfg): raise GeneratorError(f"generator run {run} is unfinished: {why}; resume it with train_generator")
+    return cfg
+
+def _unfinished(run:Path, cfg:Config)->str:
+    "Why generator run `run` (of config `cfg`) is not finished, or '' when it is."
     last = run/"checkpoints"/"last.pt"
     reached = load_checkpoint(last)["epoch"] if last.exists() else -1
     missing = [e for e in cfg.analysis_epochs if not (run/"checkpoints"/f"epoch_{e:04d}.pt").exists()]
     if reached < cfg.epochs or missing:
-        raise GeneratorError(f"generator run {run} is unfinished: it reached epoch {max(reached, 0)} of "
-                             f"{cfg.epochs} (missing checkpoints of epochs {missing}); resume it with train_generator")
-    return cfg
+        return f"it reached epoch {max(reached, 0)} of {cfg.epochs} (missing checkpoints of epochs {missing})"
+    return ""
+
+def generator_finished(run:Path, # a generator run directory
+                       cfg:Config, # its config
+                      )->bool:
+    "Whether the generator run has trained all its epochs and holds every analysed epoch's checkpoint."
+    return not _unfinished(Path(run), cfg)
 
 # %% ../nbs/10_randomness.ipynb #d058b676
 def ensure_generators(ssl_run:Path,               # the SSL run directory

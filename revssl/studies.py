@@ -4,7 +4,7 @@
 
 # %% ../nbs/15_studies.ipynb #w3b140002
 from __future__ import annotations
-import json, os, signal, subprocess, sys, time
+import json, os, shutil, signal, subprocess, sys, time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,8 +19,8 @@ from .claims import eval_sizes, check_claims, write_claims, read_claims, SPLIT_S
 from .clustering import fig_supervised_ncc, supervised_ncc_claim, augmentation_ncc_claim, fig_mu, mu_claims
 from .hierarchies import (fig_width, fig_depth, fig_dataset, fig_methods, width_claim, depth_late_claim,
                                 shallow_early_claim, other_datasets_claim, methods_claims)
-from .randomness import (GENERATORS, generator_config, generator_dir, fig_randomness, fig_generators,
-                               fig_randomness_compare)
+from .randomness import (GENERATORS, generator_config, generator_dir, generator_finished, fig_randomness,
+                               fig_generators, fig_randomness_compare)
 from .report import save_figure, claims_table, claims_summary, reproduce, run_figures, run_seconds
 from .seeds import seed_dir, with_band, stack_seeds
 from .claims import combine_seeds
@@ -36,7 +36,7 @@ __all__ = ['ROLES', 'FAMILY_SETS', 'SMOKE', 'DEMO_BUDGET', 'DEMO', 'PAPER', 'STU
            'generator_key', 'waves', 'run_local', 'train_command', 'MemberJob', 'flops_per_view', 'gpu_hours',
            'cost_line', 'submit_slurm', 'stack', 'study_tables', 'method_runs', 'study_figure_makers', 'study_figures',
            'single_run_rows', 'study_claims', 'study_family_claims', 'member_seconds', 'write_study_report',
-           'check_seed_study_dir', 'run_study', 'finish_study', 'seeded', 'finish_study_seeds']
+           'check_seed_study_dir', 'run_study', 'finish_study', 'seeded', 'finish_study_seeds', 'share_generators']
 
 # %% ../nbs/15_studies.ipynb #w3b140005
 @dataclass(frozen=True)
@@ -466,8 +466,9 @@ def run_study(name:str,                # a key of `STUDIES`
         out.mkdir(parents=True, exist_ok=True)
         write_if_changed(out/"study.json", json.dumps({"study": name, "seeds": seeds}, indent=1).encode())
     jobs_out = []
-    for o, s in parts:
+    for k, (o, s) in enumerate(parts):
         o.mkdir(parents=True, exist_ok=True)
+        if k: share_generators(run_dir(parts[0][0], "generators"), run_dir(o, "generators"))
         write_if_changed(o/"study.json", json.dumps({"study": name, "members": [m.name for m in s.members]},
                                                     indent=1).encode())
         todo = [m for m in _select(s, members) if not member_done(o, m)]
@@ -512,3 +513,23 @@ def finish_study_seeds(out:Path, study:Study, seeds:int, wall:float|None=None)->
     rows = [read_claims(o/"claims.csv").to_dict("records") for o, _ in parts]
     write_claims(combine_seeds(rows, list(range(seeds))), Path(out)/"claims.csv")
     return write_study_report(out, study, figs, wall, seeds)
+
+# %% ../nbs/15_studies.ipynb #a7e1c0d2
+def share_generators(src:Path, # an earlier seed's `runs/generators` folder
+                     dst:Path, # a later seed's `runs/generators` folder
+                    )->list[Path]:
+    "Hard-link (or copy) into `dst` each finished generator run of `src` that `dst` lacks; the runs added."
+    added = []
+    for run in sorted(Path(src).glob("*/config.json")):
+        run, to = run.parent, Path(dst)/run.parent.name
+        cfg = config_from_dict(json.loads((run/"config.json").read_text()))
+        if to.exists() or not generator_finished(run, cfg): continue
+        tmp = to.with_name(to.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(run, tmp, copy_function=_link_or_copy)
+        tmp.rename(to); added.append(to)
+    return added
+
+def _link_or_copy(a, b):
+    try: os.link(a, b)
+    except OSError: shutil.copy2(a, b)
