@@ -14,8 +14,8 @@ from torch import Tensor
 # %% auto #0
 __all__ = ['LOSSES', 'check_views', 'gather_batch', 'invariance_mse', 'variance_hinge', 'off_diagonal', 'covariance_penalty',
            'VICRegTerms', 'vicreg_loss', 'simclr_logits', 'positive_index', 'SimCLRTerms', 'simclr_loss',
-           'cross_correlation', 'BarlowTwinsTerms', 'barlow_twins_loss', 'PredictionTerms', 'prediction_loss',
-           'MoCoTerms', 'moco_loss', 'DINOTerms', 'dino_loss', 'ssl_loss']
+           'cross_correlation', 'BarlowTwinsTerms', 'barlow_twins_terms', 'barlow_twins_loss', 'PredictionTerms',
+           'prediction_loss', 'MoCoTerms', 'moco_loss', 'DINOTerms', 'dino_loss', 'ssl_loss']
 
 # %% ../nbs/01_losses.ipynb #60e4c61c
 def check_views(z1:Tensor, # embeddings of the first views [batch, dim]
@@ -165,6 +165,14 @@ class BarlowTwinsTerms(NamedTuple):
     invariance: Tensor      # Σ_i (1 - C_ii)²
     regularization: Tensor  # lam * Σ_{i≠j} C_ij²
 
+def barlow_twins_terms(c:Tensor, # a cross-correlation matrix [dim, dim]
+                       lam:float=5e-3, # λ, weight of the off-diagonal term
+                      )->BarlowTwinsTerms:
+    "Barlow Twins' terms of a given cross-correlation `C`."
+    inv = (1 - torch.diagonal(c)).pow(2).sum()
+    reg = lam * off_diagonal(c).pow(2).sum()
+    return BarlowTwinsTerms(inv + reg, inv, reg)
+
 def barlow_twins_loss(z1:Tensor, # embeddings of the first views [batch, dim]
                       z2:Tensor, # embeddings of the second views [batch, dim]
                       lam:float=5e-3, # λ, weight of the off-diagonal (redundancy reduction) term
@@ -179,10 +187,7 @@ def barlow_twins_loss(z1:Tensor, # embeddings of the first views [batch, dim]
         lam = lambd
     z1, z2 = _prepare(z1, z2, gather)
     with _full_precision(z1):
-        c = cross_correlation(z1, z2, standardize=standardize)
-        inv = (1 - torch.diagonal(c)).pow(2).sum()
-        reg = lam * off_diagonal(c).pow(2).sum()
-        return BarlowTwinsTerms(inv + reg, inv, reg)
+        return barlow_twins_terms(cross_correlation(z1, z2, standardize=standardize), lam)
 
 # %% ../nbs/01_losses.ipynb #dc94178c
 class PredictionTerms(NamedTuple):

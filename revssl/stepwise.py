@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from scipy.integrate import solve_ivp
 from scipy.linalg import subspace_angles
-from .losses import barlow_twins_loss, cross_correlation
+from .losses import barlow_twins_terms, cross_correlation
 from .augment import SimCLRAugment
 from .claims import claim_row
 
@@ -18,9 +18,10 @@ from .claims import claim_row
 __all__ = ['STEPWISE_LINEAR', 'STEPWISE_SECTION', 'STEPWISE_FIGURE', 'STEPS_CRITERION', 'THEORY_CRITERION', 'STEPWISE_LINEAR_RAW',
            'StepwiseLinear', 'positive_pairs', 'pair_covariance', 'gamma_eigen', 'initial_eigenvalues',
            'logistic_eigenvalues', 'predicted_step_times', 'integrate_reduced_ode', 'initial_weights',
-           'symmetric_cross_correlation', 'train_linear_barlow', 'crossing_times', 'learned_directions', 'mode_order',
-           'principal_angles_deg', 'stepwise_steps_claim', 'stepwise_theory_claim', 'plot_stepwise', 'setting_row',
-           'spectrum_curves', 'stepwise_deep_claim', 'plot_spectrum']
+           'symmetric_cross_correlation', 'pair_moments', 'moment_cross_correlation', 'train_linear_barlow',
+           'crossing_times', 'learned_directions', 'mode_order', 'principal_angles_deg', 'stepwise_steps_claim',
+           'stepwise_theory_claim', 'plot_stepwise', 'setting_row', 'spectrum_curves', 'stepwise_deep_claim',
+           'plot_spectrum']
 
 # %% ../nbs/12_stepwise.ipynb #55f7c8c3
 @dataclass(frozen=True)
@@ -121,6 +122,24 @@ def symmetric_cross_correlation(w:Tensor, # weights [D, d]
     c = cross_correlation(e1 @ w.T, e2 @ w.T, standardize=standardize)
     return (c + c.T) / 2
 
+def pair_moments(x1:Tensor, x2:Tensor, # pairs [N, d]
+                 standardize:bool=True, # centred moments (the loss standardises each dimension), else raw ones
+                )->dict: # {"11", "22", "12"}: [d, d] each
+    "The pairs' second moments over the batch: all that a linear encoder's `C` depends on."
+    if standardize: x1, x2 = x1 - x1.mean(0), x2 - x2.mean(0)
+    return {"11": x1.T @ x1 / len(x1), "22": x2.T @ x2 / len(x2), "12": x1.T @ x2 / len(x1)}
+
+def moment_cross_correlation(w:Tensor, # weights [D, d]
+                             m:dict, # `pair_moments` of the pairs, with the same `standardize`
+                             standardize:bool=True, # as `cross_correlation`
+                             eps:float=1e-5, # as `cross_correlation`
+                            )->Tensor: # [D, D]
+    "`cross_correlation(x₁ Wᵀ, x₂ Wᵀ)` from the pairs' second moments."
+    c = w @ m["12"] @ w.T
+    if not standardize: return c
+    s1, s2 = ((((w @ m[k]) * w).sum(1) + eps).rsqrt() for k in ("11", "22"))
+    return s1[:, None] * c * s2[None, :]
+
 def train_linear_barlow(x1:Tensor, x2:Tensor, # training pairs [N, d]
                         e1:Tensor, e2:Tensor, # evaluation pairs [M, d]
                         p:StepwiseLinear, # the settings
@@ -128,17 +147,20 @@ def train_linear_barlow(x1:Tensor, x2:Tensor, # training pairs [N, d]
     "Full-batch gradient descent of `W` on Barlow Twins, recording the loss and the eigenvalues of `C`."
     w0 = initial_weights(p.dims, x1.shape[1], p.init, p.seed)
     w = w0.clone().requires_grad_()
+    m, me = pair_moments(x1, x2, p.standardize), pair_moments(e1, e2, p.standardize)
     opt, rec = torch.optim.SGD([w], lr=p.lr), dict(t=[], loss=[], eig=[])
     for step in range(p.steps + 1):
-        loss = barlow_twins_loss(x1 @ w.T, x2 @ w.T, lam=p.lambd, standardize=p.standardize).total
+        loss = barlow_twins_terms(moment_cross_correlation(w, m, p.standardize), p.lambd).total
         if step % p.every == 0:
             with torch.no_grad():
-                ev = torch.linalg.eigvalsh(symmetric_cross_correlation(w, e1, e2, p.standardize)).flip(0)
+                c = moment_cross_correlation(w, me, p.standardize)
+                ev = torch.linalg.eigvalsh((c + c.T) / 2).flip(0)
             rec["t"].append(p.lr * step); rec["loss"].append(loss.item()); rec["eig"].append(ev)
         if step == p.steps: break
         opt.zero_grad(); loss.backward(); opt.step()
     return dict(t=torch.tensor(rec["t"], dtype=torch.float64), loss=torch.tensor(rec["loss"]),
                 eig=torch.stack(rec["eig"]), w0=w0, w=w.detach())
+
 
 # %% ../nbs/12_stepwise.ipynb #b4fce9ed
 def crossing_times(t:Tensor, # times [T], increasing
