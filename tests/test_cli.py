@@ -98,7 +98,17 @@ def fails_naming(msg, *args):
     assert p.returncode == 2 and len(lines) == 1 and msg in lines[0] and "Traceback" not in p.stderr, p.stderr
 
 
-def test_stages_run_alone(tmp_path):
+def main_fails_naming(capsys, msg, *args):
+    "`revssl.cli.main(args)` in this process: exit status 2 and one error line containing `msg`."
+    capsys.readouterr()
+    assert main(list(args)) == 2
+    lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith("revssl:")]
+    assert len(lines) == 1 and msg in lines[0], lines
+
+
+def test_stages_run_alone(tmp_path, capsys):
+    """Each stage in a fresh `revssl` process reads only files; its rerun and the next stage run too early are checked
+    in this process (`main`, which the console script calls)."""
     out = tmp_path / "run"
     args = ["--preset", "smoke", "--quiet", "--device", "cpu", "--set", "epochs=2", "--set", "analysis_epochs=0,2"]
     epochs = ("0000", "0002")
@@ -118,13 +128,14 @@ def test_stages_run_alone(tmp_path):
         ("report", [str(out)], None, {"report.md", "claims.csv"}, None),
     ]
     for stage, argv, again, made, too_early in stages:
-        if too_early: fails_naming(too_early[1], *too_early[0])   # the next stage, run too early, names what is missing
+        if too_early:   # the next stage, run too early, names what is missing
+            main_fails_naming(capsys, too_early[1], *too_early[0])
         before = files(out) if out.exists() else {}
         run(stage, *argv)
         after = files(out)
         assert set(after) - set(before) == made, (stage, set(after) - set(before))
         assert {k for k in before if after[k] != before[k]} == set(), stage    # nothing earlier is touched
-        run(stage, *(again or argv))
+        assert main([stage, *(again or argv)]) == 0
         rerun = files(out)
         assert set(rerun) == set(after), stage
         changed = {k for k in after if rerun[k] != after[k]}
