@@ -13,7 +13,7 @@ from matplotlib.patches import Patch
 from .config import Config, model_name
 from .claims import VERDICTS, combine_seeds
 from .files import write_if_changed
-from .report import run_claims, run_tables, optional_table, save_figure
+from .report import run_claims, run_tables, optional_table, save_figures, inputs_key
 
 # %% auto #0
 __all__ = ['LADDER_COLUMNS', 'LADDER_KINDS', 'KEY_NUMBERS', 'VERDICT_COLORS', 'MARKS', 'truncate', 'ladder_epochs',
@@ -198,7 +198,9 @@ def write_ladder(run:Path, # an analysed run directory
 def _write(folder:Path, t:pd.DataFrame, what:str)->Path:
     "folder/claims_by_epoch.csv and folder/figures/fig_claims_by_epoch.png (+ .pdf) of ladder `t`."
     write_if_changed(folder/"claims_by_epoch.csv", t.to_csv(index=False).encode())
-    save_figure(fig_ladder(t, f"Claims by training length: {what}"), folder/"figures", "fig_claims_by_epoch")
+    title = f"Claims by training length: {what}"
+    save_figures(folder/"figures", {"fig_claims_by_epoch": lambda: fig_ladder(t, title)},
+                 inputs_key([folder/"claims_by_epoch.csv"], title), "ladder")
     return folder/"claims_by_epoch.csv"
 
 def read_ladder(path:Path, # a claims_by_epoch.csv

@@ -4,9 +4,10 @@
 
 # %% ../nbs/14a_report.ipynb #23daa0ef
 from __future__ import annotations
-import io, json, time
+import hashlib, io, json, time
 from pathlib import Path
 import pandas as pd
+import matplotlib
 import matplotlib.pyplot as plt
 from .config import Config, model_name, validate, FAMILIES
 from .files import write_if_changed, atomic_write
@@ -20,9 +21,10 @@ from .clustering import fig_umap, fig_clustering, fig_losses, clustering_claims,
 from .hierarchies import fig_layers, hierarchy_claims
 
 # %% auto #0
-__all__ = ['save_figure', 'run_tables', 'optional_table', 'run_figures', 'write_figures', 'headline_table', 's5_claims',
-           'run_claims', 'claims_table', 'claims_summary', 'generators_text', 's5_section', 'bn_table', 'bn_sentence',
-           'bn_section', 'projector_section', 'collapse_section', 'write_report', 'reproduce', 'run_seconds']
+__all__ = ['RUN_INPUTS', 'save_figure', 'code_digest', 'inputs_key', 'save_figures', 'run_tables', 'optional_table',
+           'run_figures', 'write_figures', 'headline_table', 's5_claims', 'run_claims', 'claims_table',
+           'claims_summary', 'generators_text', 's5_section', 'bn_table', 'bn_sentence', 'bn_section',
+           'projector_section', 'collapse_section', 'write_report', 'reproduce', 'run_seconds']
 
 # %% ../nbs/14a_report.ipynb #864d8b87
 def save_figure(fig:plt.Figure, # the figure (closed once saved)
@@ -37,6 +39,36 @@ def save_figure(fig:plt.Figure, # the figure (closed once saved)
         write_if_changed(Path(folder)/f"{name}.{ext}", buf.getvalue())
     plt.close(fig)
     return Path(folder)/f"{name}.png"
+
+# %% ../nbs/14a_report.ipynb #c7a1f002
+def code_digest()->str:
+    "sha256 of revssl's source files and matplotlib's version: what a figure depends on besides its tables."
+    import revssl
+    h = hashlib.sha256(matplotlib.__version__.encode())
+    for f in sorted(Path(revssl.__file__).parent.glob("*.py")): h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+def inputs_key(files:list, # the files drawn from (a missing one counts as missing)
+               *extra:str, # anything else the drawing depends on, e.g. the figure names
+              )->str:
+    "A key over the files' bytes, `extra` and `code_digest()`."
+    h = hashlib.sha256("|".join((code_digest(),) + extra).encode())
+    for f in map(Path, files): h.update(f.name.encode() + (b"+" + f.read_bytes() if f.exists() else b"-"))
+    return h.hexdigest()[:16]
+
+def save_figures(folder:Path, # where the figures go
+                 makers:dict, # {file name: a function that draws the figure}
+                 key:str,     # `inputs_key` of what they are drawn from
+                 group:str,   # the group's name: its key is folder/.<group>.key
+                )->list[Path]:
+    "Draw and save every figure of `makers`, unless folder/.<group>.key holds `key` and every file is there."
+    folder, pngs = Path(folder), [Path(folder)/f"{n}.png" for n in makers]
+    kfile = folder/f".{group}.key"
+    if kfile.exists() and kfile.read_text() == key and all(p.exists() and p.with_suffix(".pdf").exists() for p in pngs):
+        return pngs
+    out = [save_figure(draw(), folder, n) for n, draw in makers.items()]
+    write_if_changed(kfile, key.encode())
+    return out
 
 # %% ../nbs/14a_report.ipynb #fae394bb
 def run_tables(run:Path, # a run directory
@@ -71,10 +103,13 @@ def run_figures(run:Path, # an analysed run directory
         figs["fig4_randomness"], figs["fig12_generators"] = lambda: fig_randomness(r), lambda: fig_generators(r)
     return dict(sorted(figs.items()))
 
+RUN_INPUTS = ("config.json", "metrics.csv", "train_log.csv", "umap.csv", "randomness.csv")   # what run_figures reads
+
 def write_figures(run:Path, # an analysed run directory
                  )->list[Path]:
-    "Draw every figure a run's tables support into run/figures."
-    return [save_figure(draw(), Path(run)/"figures", n) for n, draw in run_figures(run).items()]
+    "Draw every figure a run's tables support into run/figures (nothing when they are drawn from the same tables)."
+    figs = run_figures(run)
+    return save_figures(Path(run)/"figures", figs, inputs_key([Path(run)/f for f in RUN_INPUTS], *figs), "run")
 
 # %% ../nbs/14a_report.ipynb #4df7c375
 def headline_table(m:pd.DataFrame, # metrics.csv of a run

@@ -16,7 +16,8 @@ from .files import write_if_changed
 from .train import config_diff
 from .claims import combine_seeds, read_claims, write_claims
 from .clustering import hierarchies, curve
-from .report import reproduce, run_figures, run_seconds, save_figure, claims_table, claims_summary
+from .report import (reproduce, run_figures, run_seconds, save_figures, inputs_key, RUN_INPUTS, claims_table,
+                           claims_summary)
 
 # %% auto #0
 __all__ = ['SEED_TABLES', 'seed_configs', 'seed_dir', 'SeedsError', 'check_seed_dirs', 'stack_seeds', 'with_band', 'seed_spread',
@@ -150,8 +151,10 @@ def finish_seeds(out:Path, cfgs:list[Config])->Path:
     out = Path(out)
     for name in SEED_TABLES: stack_seeds(out, [c.seed for c in cfgs], name)
     draws = [run_figures(seed_dir(out, k)) for k in range(len(cfgs))]
-    figs = [save_figure(with_band([d[n]() for d in draws]), out/"figures", n) for n in draws[0]
-            if all(n in d for d in draws)]
+    names = [n for n in draws[0] if all(n in d for d in draws)]
+    inputs = [seed_dir(out, k)/f for k in range(len(cfgs)) for f in RUN_INPUTS]
+    figs = save_figures(out/"figures", {n: (lambda n: lambda: with_band([d[n]() for d in draws]))(n) for n in names},
+                        inputs_key(inputs, *names), "seeds")
     rows = [read_claims(seed_dir(out, k)/"claims.csv").to_dict("records") for k in range(len(cfgs))]
     write_claims(combine_seeds(rows, [c.seed for c in cfgs]), out/"claims.csv")
     return write_seeds_report(out, cfgs, figs)

@@ -21,7 +21,8 @@ from .hierarchies import (fig_width, fig_depth, fig_dataset, fig_methods, width_
                                 shallow_early_claim, other_datasets_claim, methods_claims)
 from .randomness import (GENERATORS, generator_config, generator_dir, generator_finished, fig_randomness,
                                fig_generators, fig_randomness_compare)
-from .report import save_figure, claims_table, claims_summary, reproduce, run_figures, run_seconds
+from .report import (save_figures, inputs_key, RUN_INPUTS, claims_table, claims_summary, reproduce,
+                           run_figures, run_seconds)
 from .seeds import seed_dir, with_band, stack_seeds
 from .claims import combine_seeds
 from .files import write_if_changed
@@ -35,8 +36,9 @@ __all__ = ['ROLES', 'FAMILY_SETS', 'SMOKE', 'DEMO_BUDGET', 'DEMO', 'PAPER', 'STU
            'missing_datasets', 'check_data', 'run_dir', 'check_study_dir', 'member_done', 'train_member',
            'generator_key', 'waves', 'run_local', 'train_command', 'MemberJob', 'flops_per_view', 'gpu_hours',
            'cost_line', 'submit_slurm', 'stack', 'study_tables', 'method_runs', 'study_figure_makers', 'study_figures',
-           'single_run_rows', 'study_claims', 'study_family_claims', 'member_seconds', 'write_study_report',
-           'check_seed_study_dir', 'run_study', 'finish_study', 'seeded', 'finish_study_seeds', 'share_generators']
+           'member_inputs', 'single_run_rows', 'study_claims', 'study_family_claims', 'member_seconds',
+           'write_study_report', 'check_seed_study_dir', 'run_study', 'finish_study', 'seeded', 'finish_study_seeds',
+           'share_generators']
 
 # %% ../nbs/15_studies.ipynb #w3b140005
 @dataclass(frozen=True)
@@ -366,7 +368,12 @@ def study_figure_makers(out:Path, study:Study, t:dict)->dict:
 
 def study_figures(out:Path, study:Study, t:dict)->list[Path]:
     "Draw every figure of the study into <out>/figures (the single-run ones from the member they belong to)."
-    return sorted(save_figure(draw(), Path(out)/"figures", n) for n, draw in study_figure_makers(out, study, t).items())
+    figs = study_figure_makers(out, study, t)
+    return sorted(save_figures(Path(out)/"figures", figs, inputs_key(member_inputs(out, study), *figs), "study"))
+
+def member_inputs(out:Path, study:Study)->list[Path]:
+    "The files of every member run of `study` in `out` that its figures are drawn from."
+    return [run_dir(out, m.name)/f for m in study.members for f in RUN_INPUTS]
 
 # %% ../nbs/15_studies.ipynb #w3b140021
 ON_RES5 = ("s4-linear-semantic-gain", "s4-regularization-drives", "s4-compression")
@@ -509,7 +516,9 @@ def finish_study_seeds(out:Path, study:Study, seeds:int, wall:float|None=None)->
     tabs = [study_tables(o, s) for o, s in parts]
     for name in ("metrics.csv", "train_log.csv", "randomness.csv"): stack_seeds(out, list(range(seeds)), name)
     draws = [study_figure_makers(o, s, t) for (o, s), t in zip(parts, tabs)]
-    figs = sorted(save_figure(with_band([d[n]() for d in draws]), Path(out)/"figures", n) for n in draws[0])
+    band = {n: (lambda n: lambda: with_band([d[n]() for d in draws]))(n) for n in draws[0]}
+    inputs = [f for o, s in parts for f in member_inputs(o, s)]
+    figs = sorted(save_figures(Path(out)/"figures", band, inputs_key(inputs, *band), "seeds"))
     rows = [read_claims(o/"claims.csv").to_dict("records") for o, _ in parts]
     write_claims(combine_seeds(rows, list(range(seeds))), Path(out)/"claims.csv")
     return write_study_report(out, study, figs, wall, seeds)

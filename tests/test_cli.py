@@ -123,7 +123,7 @@ def test_stages_run_alone(tmp_path, capsys):
          {f"{f}{k}" for f in ["metrics.csv", "umap.csv"] + [f"metrics/epoch_{e}.csv" for e in epochs]
           + [f"features/epoch_{e}.pt" for e in epochs] for k in ("", ".key")},
          (["figures", str(out)], "has no metrics.csv: run `revssl analyze")),
-        ("figures", [str(out)], None, {f"figures/{f}.{x}" for f in figs for x in ("png", "pdf")},
+        ("figures", [str(out)], None, {f"figures/{f}.{x}" for f in figs for x in ("png", "pdf")} | {"figures/.run.key"},
          (["report", str(out)], "has no figures: run `revssl figures")),
         ("report", [str(out)], None, {"report.md", "claims.csv"}, None),
     ]
