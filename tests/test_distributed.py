@@ -4,8 +4,12 @@ Each rank holds half of a batch of 2*HALF samples; a small linear encoder wrappe
 views. For every loss we compare, on every rank, the loss terms and the encoder's parameter gradients (after DDP's
 averaging) with those of a single process on the concatenated batch. A negative control shows that without
 `gather=True` the per-rank loss is a different number, so the comparison could fail.
+
+The ranks meet through a file store in the test's temporary folder and gloo listens on the loopback interface only:
+no TCP port is picked in advance, so no other process (a Jupyter kernel of the notebook tests, say) can take it
+between the choice and the bind.
 """
-import datetime, os, socket, sys, time
+import datetime, os, time
 from pathlib import Path
 
 import pytest
@@ -19,12 +23,6 @@ from revssl.losses import LOSSES
 
 WORLD, HALF, D_IN, D_OUT = 2, 6, 5, 4
 TIMEOUT_S = 60
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_problem(seed=0):
@@ -47,10 +45,11 @@ def run_step(model, x1, x2, method, gather):
     return {k: v.detach().clone() for k, v in terms._asdict().items()}, grads
 
 
-def worker(rank, port, x1, x2, state, out_dir):
-    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+def worker(rank, store, x1, x2, state, out_dir):
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=TIMEOUT_S))
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD,
+                            timeout=datetime.timedelta(seconds=TIMEOUT_S))
     try:
         rows = slice(rank * HALF, (rank + 1) * HALF)
         results = {}
@@ -70,7 +69,7 @@ def runs(tmp_path_factory):
     "Per-rank results of the 2-process run, and the single-process reference."
     out = tmp_path_factory.mktemp("ddp")
     x1, x2, state = make_problem()
-    ctx = mp.start_processes(worker, args=(free_port(), x1, x2, state, str(out)), nprocs=WORLD,
+    ctx = mp.start_processes(worker, args=(str(out/"store"), x1, x2, state, str(out)), nprocs=WORLD,
                              join=False, start_method="spawn")
     deadline = time.monotonic() + TIMEOUT_S
     try:
