@@ -5,10 +5,13 @@
 # %% ../nbs/00a_files.ipynb #f99c0b0c
 from __future__ import annotations
 import os, tempfile
+from contextlib import contextmanager
+try: import fcntl
+except ImportError: fcntl = None     # no flock (Windows): file_lock does not lock
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['atomic_write', 'write_if_changed', 'keyed_cache']
+__all__ = ['atomic_write', 'write_if_changed', 'keyed_cache', 'file_lock']
 
 # %% ../nbs/00a_files.ipynb #29c43132
 _UMASK = os.umask(0); os.umask(_UMASK)                        # the process's umask (read by setting it back)
@@ -53,3 +56,15 @@ def keyed_cache(path:Path, # where the content is stored
     atomic_write(path, lambda t: save(obj, t))
     atomic_write(kfile, lambda t: Path(t).write_text(key))
     return obj
+
+# %% ../nbs/00a_files.ipynb #f92fb8b7
+@contextmanager
+def file_lock(path:Path, # the lock file (created when missing; its content is never read)
+             ):
+    "Hold an exclusive lock on `path` for the `with` block, waiting while another holder has it."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        if fcntl is not None: fcntl.flock(f, fcntl.LOCK_EX)
+        try: yield path
+        finally:
+            if fcntl is not None: fcntl.flock(f, fcntl.LOCK_UN)

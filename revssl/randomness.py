@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_randomness.ipynb #ece6d9fd
 from __future__ import annotations
-import hashlib, json, math
+import hashlib, json, math, os
 from dataclasses import replace
 from pathlib import Path
 import numpy as np
@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 from .config import Config, get_preset, validate, config_hash, config_from_dict, data_seed_of
 from .datasets import dataset_info
-from .files import keyed_cache
+from .files import keyed_cache, file_lock
 from .train import TRAINING_FIELDS, build_run, train_epochs, load_checkpoint, predict
 from .distributed import setup_distributed, resolve_device
 from .features import model_from_checkpoint
@@ -27,10 +27,10 @@ from .probes import linear_probe
 # %% auto #0
 __all__ = ['GENERATORS', 'CPU_GENERATOR', 'A3_OPTIM', 'GENERATOR_FIELDS', 'RANDOM_COLUMNS', 'MAX_SE', 'S5_CLAIMS',
            'generator_config', 'generator_dir', 'train_generator', 'GeneratorError', 'check_generator',
-           'generator_finished', 'ensure_generators', 'tensor_digest', 'generator_predictions', 'randomness_levels',
-           'epoch_randomness', 'target_stats', 'chance_corrected', 'random_target_sets', 'targets_table', 'ncc_seen',
-           'target_rows', 'randomness_rows', 'randomness_metrics', 'random_table', 'semantic_random_ratios',
-           'fig_randomness', 'fig_generators', 'fig_randomness_compare', 'randomness_claims']
+           'generator_finished', 'generators_root', 'ensure_generators', 'tensor_digest', 'generator_predictions',
+           'randomness_levels', 'epoch_randomness', 'target_stats', 'chance_corrected', 'random_target_sets',
+           'targets_table', 'ncc_seen', 'target_rows', 'randomness_rows', 'randomness_metrics', 'random_table',
+           'semantic_random_ratios', 'fig_randomness', 'fig_generators', 'fig_randomness_compare', 'randomness_claims']
 
 # %% ../nbs/10_randomness.ipynb #4a06ad1d
 GENERATORS = ("resnet18", "vit")  # the two generator families of B.5
@@ -118,21 +118,29 @@ def generator_finished(run:Path, # a generator run directory
     return not _unfinished(Path(run), cfg)
 
 # %% ../nbs/10_randomness.ipynb #d058b676
+def generators_root(ssl_run:Path,        # the SSL run directory
+                    root:Path|None=None, # an explicit folder (wins over everything)
+                   )->Path:
+    "Where generator runs live: `root`, else `$REVSSL_GENERATORS` (one folder for every run), else <ssl_run>/../generators."
+    if root is not None: return Path(root)
+    if shared := os.environ.get("REVSSL_GENERATORS"): return Path(shared)
+    return Path(ssl_run).parent/"generators"
+
 def ensure_generators(ssl_run:Path,               # the SSL run directory
                       families:tuple=GENERATORS,  # which generators
-                      root:Path|None=None,        # where generator runs live (default: <ssl_run>/../generators)
+                      root:Path|None=None,        # where generator runs live (default: `generators_root`)
                       progress:bool=True,         # show tqdm bars
                       **changes,                  # generator-config changes (quick checks)
                      )->dict:
     "{family: generator run directory}, each trained or finished here when needed and checked against the SSL run."
-    ssl_cfg = run_config(ssl_run)
-    root = Path(root) if root is not None else Path(ssl_run).parent/"generators"
+    ssl_cfg, root = run_config(ssl_run), generators_root(ssl_run, root)
     runs = {}
     for fam in families:
         cfg = generator_config(ssl_cfg, fam, **changes)
         out = generator_dir(root, cfg)
-        try: check_generator(out, ssl_cfg)
-        except GeneratorError: train_generator(cfg, out, progress)
+        with file_lock(out.with_name(out.name + ".lock")):   # another run training this generator: wait for it
+            try: check_generator(out, ssl_cfg)
+            except GeneratorError: train_generator(cfg, out, progress)
         check_generator(out, ssl_cfg)
         runs[fam] = out
     return runs

@@ -3,7 +3,9 @@
 - The `slow` marker: skipped unless REVSSL_SLOW=1 (e.g. `REVSSL_SLOW=1 pytest -q tests -k slow`).
 - Parallel runs (`pytest -n 2`, as `make test` does): the tests of one module stay on one worker, so a
   module-scoped fixture (a smoke run, a study) is computed once; each notebook of test_notebooks.py is a unit of its
-  own. The longest units start first, so the two workers finish close together."""
+  own. The longest units start first, so the two workers finish close together.
+- `shared_generators`: one `$REVSSL_GENERATORS` folder for the end-to-end runs of both workers (the CLI's smoke
+  reproduction, the smoke study, notebook 14a), so the §5 generators they have in common are trained once."""
 import os
 
 import pytest
@@ -12,6 +14,13 @@ import pytest
 NB = "test_notebooks.py::test_notebook_runs_clean_in_a_kernel[{}]"
 FIRST = ["test_studies.py", "test_cli.py", NB.format("12_stepwise"), NB.format("14a_report"), NB.format("05c_train"),
          "test_gpu_bench.py", NB.format("10_randomness"), NB.format("08b_analysis")]
+
+
+@pytest.fixture(scope="session")
+def shared_generators(tmp_path_factory):
+    "A generator folder common to every worker of this pytest run (the workers' temporary folders share a parent)."
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "generators"
 
 
 def pytest_configure(config):

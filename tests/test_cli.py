@@ -3,7 +3,7 @@ independent runs on the same images, one stacked metrics.csv, banded figures, cl
 every folder), a rerun that trains nothing, each stage alone, clean stops and exact resume, any encoder.
 
 The command's error messages for bad input are tested in process in nbs/16_cli.ipynb."""
-import json, signal, subprocess, sys, time
+import json, os, signal, subprocess, sys, time
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +28,11 @@ def run(*args, check=True, **kw):
 
 
 @pytest.fixture(scope="module")
-def seeds(tmp_path_factory):
+def seeds(tmp_path_factory, shared_generators):
     "`revssl reproduce --seeds 2` of the smoke preset, through the installed console script: the seed folder."
     out = tmp_path_factory.mktemp("runs") / "smoke-2seeds"
-    run("reproduce", "--preset", "smoke", "--out", str(out), "--quiet", "--seeds", "2")
+    run("reproduce", "--preset", "smoke", "--out", str(out), "--quiet", "--seeds", "2",
+        env={**os.environ, "REVSSL_GENERATORS": str(shared_generators)})
     return out
 
 

@@ -16,6 +16,7 @@ NBS = Path(__file__).resolve().parent.parent/"nbs"
 NOTEBOOKS = sorted(NBS.glob("*.ipynb"))
 WARNING = re.compile(r"\b[A-Z]\w*Warning\b")
 CELL_TIMEOUT = 900   # seconds for one cell; the slowest default cell takes about a minute on 2 cores
+SHARED_GENERATORS = {"14a_report"}   # its smoke run's §5 generators are the CLI's and the study's (conftest.py)
 
 
 def problems(nb) -> list:
@@ -40,8 +41,9 @@ def test_problems_finds_errors_and_warnings():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_clean_in_a_kernel(path, monkeypatch):
+def test_notebook_runs_clean_in_a_kernel(path, monkeypatch, shared_generators):
     nb = nbformat.read(path, as_version=4)
+    if path.stem in SHARED_GENERATORS: monkeypatch.setenv("REVSSL_GENERATORS", str(shared_generators))
     nbformat.validate(nb)                       # JupyterLab and nbconvert refuse or warn on an invalid file
     monkeypatch.delenv("IN_TEST", raising=False)   # set by nbdev_test: it would make `#| slow` cells run
     client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(NBS)}})

@@ -22,10 +22,12 @@ FIGURES = ["fig1_umap", "fig2_clustering", "fig3_losses", "fig3_right_supervised
 
 
 @pytest.fixture(scope="module")
-def smoke_seeds(tmp_path_factory):
+def smoke_seeds(tmp_path_factory, shared_generators):
     out = tmp_path_factory.mktemp("study") / "smoke-2seeds"
     t = time.time()
-    run_study("smoke", out, jobs=2, seeds=2)
+    with pytest.MonkeyPatch.context() as mp:   # the member processes inherit it
+        mp.setenv("REVSSL_GENERATORS", str(shared_generators))
+        run_study("smoke", out, jobs=2, seeds=2)
     print(f"smoke study, 2 seeds: {time.time() - t:.0f} s")   # stated, never asserted
     return out
 
