@@ -79,6 +79,7 @@ class Config:
     probe: str = "fast"             # fast | linearsvc (the paper's)
     umap_points: int = 5            # Fig. 1: how many samples / classes / superclasses to draw
     umap: bool = True               # Fig. 1's UMAP embedding (umap.csv); a study's members other than its main run skip it
+    figures: bool = True            # draw this run's own figures (a smoke study's members but its main run skip them)
     mine: bool = False              # Fig. 3 (middle): MINE estimate of I(X; Z) per analysed epoch
     eval_bn: str = "running"        # BatchNorm statistics for features: running (the checkpoint's) | recalibrated
     spectrum_every: int = 0         # log the embedding spectrum of a fixed batch every n steps (0 = never)

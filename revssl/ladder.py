@@ -189,15 +189,17 @@ def ladder_table(t:pd.DataFrame, # a ladder (`claims_by_epoch`)
 # %% ../nbs/14b_ladder.ipynb #213798c0
 def write_ladder(run:Path, # an analysed run directory
                 )->Path:
-    "Write run/claims_by_epoch.csv and run/figures/fig_claims_by_epoch.png (+ .pdf) from the run's tables."
+    "Write run/claims_by_epoch.csv and run/figures/fig_claims_by_epoch.png (+ .pdf; not with figures=false) from the run's tables."
     run = Path(run)
     cfg, m, log = run_tables(run)
     t = claims_by_epoch(cfg, m, log, optional_table(run, "randomness.csv"))
-    return _write(run, t, f"{cfg.name} ({model_name(cfg)}, {cfg.epochs} epochs), the run cut at each analysed epoch")
+    return _write(run, t, f"{cfg.name} ({model_name(cfg)}, {cfg.epochs} epochs), the run cut at each analysed epoch",
+                  cfg.figures)
 
-def _write(folder:Path, t:pd.DataFrame, what:str)->Path:
-    "folder/claims_by_epoch.csv and folder/figures/fig_claims_by_epoch.png (+ .pdf) of ladder `t`."
+def _write(folder:Path, t:pd.DataFrame, what:str, figure:bool=True)->Path:
+    "folder/claims_by_epoch.csv and (with `figure`) folder/figures/fig_claims_by_epoch.png (+ .pdf) of ladder `t`."
     write_if_changed(folder/"claims_by_epoch.csv", t.to_csv(index=False).encode())
+    if not figure: return folder/"claims_by_epoch.csv"
     title = f"Claims by training length: {what}"
     save_figures(folder/"figures", {"fig_claims_by_epoch": lambda: fig_ladder(t, title)},
                  inputs_key([folder/"claims_by_epoch.csv"], title), "ladder")

@@ -258,7 +258,7 @@ def write_report(run:Path,               # an analysed run directory with its fi
     run = Path(run)
     cfg, m, log = run_tables(run)
     figures = sorted((run/"figures").glob("*.png"))
-    if not figures: raise FileNotFoundError(f"{run} has no figures: run `revssl figures {run}` first")
+    if not figures and cfg.figures: raise FileNotFoundError(f"{run} has no figures: run `revssl figures {run}` first")
     r = optional_table(run, "randomness.csv")
     write_claims(run_claims(cfg, m, log, r), run/"claims.csv")
     claims = read_claims(run/"claims.csv")
@@ -275,7 +275,8 @@ def write_report(run:Path,               # an analysed run directory with its fi
              "paper does: residual blocks 1..L, the stem is layer 0.", "", claims_table(claims), "",
              *s5_section(cfg, r), *bn_section(optional_table(run, "bn_compare.csv")),
              *projector_section(optional_table(run, "projector.csv"), m), *collapse_section(cfg, log), "## Figures", ""]
-    parts += [f"![{p.stem}](figures/{p.name})" for p in figures]
+    parts += [f"![{p.stem}](figures/{p.name})" for p in figures] or [
+        "None drawn for this run (`figures=false`): the study it belongs to draws its figures from the run's tables."]
     write_if_changed(run/"report.md", ("\n".join(parts) + "\n").encode())
     return run/"report.md"
 
@@ -303,7 +304,7 @@ def reproduce(cfg,               # the validated config to run
         _timed(new, "projector", projector_metrics, out, ov, progress=progress)
     _timed(new, "bn_compare", eval_bn_rows, out)   # eval_bn running vs recalibrated, first and last epoch
     if cfg.umap: _timed(new, "umap", embed_umap, out, progress=progress)   # Fig. 1 (a study draws it from its main run)
-    _timed(new, "figures", write_figures, out)
+    if cfg.figures: _timed(new, "figures", write_figures, out)   # figures=false: a study draws them from the tables
     timings = {k: (timings.get(k, 0.0) + v) for k, v in new.items()}
     atomic_write(tfile, lambda t: Path(t).write_text(json.dumps(timings, indent=1)))
     write_report(out, timings)

@@ -85,16 +85,15 @@ def _width(width:int)->tuple:
     "The overrides of a backbone of `width` channels with the projector four times as wide (the paper's 250 : 1000)."
     return (f"width={width}", f"proj_dim={4 * width}")
 
-def _paper_members(preset:str, main:tuple, res5:tuple, narrow:tuple, wide:tuple, other:dict)->tuple:
+def _paper_members(preset:str, main:tuple, res5:tuple, narrow:tuple, wide:tuple, other:dict,
+                   quiet:tuple=(), # overrides added to every member but the main one
+                  )->tuple:
     "The eleven members of a study: `main`/`res5`/... are override tuples; `other` maps names to overrides."
     sup = main + ("augment=autoaugment", "method=supervised")
-    return (_member("vicreg-main", preset, *main), _member("vicreg-res5", preset, *res5),
-            _member("vicreg-narrow", preset, *narrow), _member("vicreg-wide", preset, *wide),
-            _member("vicreg-mu5", preset, *res5, "mu=5"), _member("vicreg-mu100", preset, *res5, "mu=100"),
-            _member("simclr-res5", preset, *res5, "method=simclr"),
-            _member("supervised-autoaugment", preset, *sup),
-            _member("supervised-noaug", preset, *main, "method=supervised", "augment=none"),
-            *(_member(n, preset, *s) for n, s in other.items()))
+    rest = {"vicreg-res5": res5, "vicreg-narrow": narrow, "vicreg-wide": wide, "vicreg-mu5": (*res5, "mu=5"),
+            "vicreg-mu100": (*res5, "mu=100"), "simclr-res5": (*res5, "method=simclr"), "supervised-autoaugment": sup,
+            "supervised-noaug": (*main, "method=supervised", "augment=none"), **other}
+    return (_member("vicreg-main", preset, *main), *(_member(n, preset, *s, *quiet) for n, s in rest.items()))
 
 FAMILY_SETS = {"byol": (), "simsiam": (), "moco": ("temperature=0.2",), "dino": ()}  # MoCo v2's τ; the rest: defaults
 
@@ -106,11 +105,12 @@ _ROLES = dict(main="vicreg-main", res5="vicreg-res5", narrow="vicreg-narrow", wi
               mu100="vicreg-mu100", simclr="simclr-res5", sup_aug="supervised-autoaugment",
               sup_noaug="supervised-noaug")
 
-_SMOKE_RES5 = ("depth=2", *_width(20), "umap=false")   # Fig. 1 comes from the main member; the others skip UMAP
+_SMOKE_RES5 = ("depth=2", *_width(20))
+# the study draws every figure from its members' tables: only the main member embeds with UMAP and draws its own
 SMOKE = Study("smoke", _paper_members("smoke", main=("depth=4", *_width(20)), res5=_SMOKE_RES5,
-                                      narrow=("depth=2", *_width(4), "umap=false"),
-                                      wide=("depth=2", *_width(80), "umap=false"),
-                                      other={"digits-seed1": (*_SMOKE_RES5, "seed=1", "train_subset=1000")}),
+                                      narrow=("depth=2", *_width(4)), wide=("depth=2", *_width(80)),
+                                      other={"digits-seed1": (*_SMOKE_RES5, "seed=1", "train_subset=1000")},
+                                      quiet=("umap=false", "figures=false")),
               _ROLES, {"Fig. 8 — B.2 stand-in (digits, seed 1)": "digits-seed1",
                        "Fig. 9 — B.2 stand-in (digits, seed 1)": "digits-seed1"},
               "about 2 minutes on 2 CPU cores (measured in tests/test_studies.py)",

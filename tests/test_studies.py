@@ -55,10 +55,15 @@ def test_study_tables_stack_the_members(smoke):
     one = pd.read_csv(run_dir(smoke, "vicreg-mu5") / "metrics.csv")
     pd.testing.assert_frame_equal(m[m.run == "vicreg-mu5"].drop(columns="run").reset_index(drop=True), one)
     assert set(pd.read_csv(smoke / "randomness.csv").run) >= {"vicreg-res5", "simclr-res5"}
-    # Fig. 1 is drawn from the main member: only members that keep umap=true embed with UMAP
-    assert (run_dir(smoke, "vicreg-main") / "umap.csv").exists()
-    assert not (run_dir(smoke, "vicreg-res5") / "umap.csv").exists()
-    assert not (run_dir(smoke, "vicreg-res5") / "figures" / "fig1_umap.png").exists()
+    # the study draws its figures from the members' tables: only the main member embeds with UMAP and draws its own
+    main = run_dir(smoke, "vicreg-main")
+    assert (main / "umap.csv").exists() and (main / "figures" / "fig1_umap.png").exists()
+    assert (main / "figures" / "fig_claims_by_epoch.png").exists()
+    for name in ("vicreg-res5", "supervised-noaug"):
+        run = run_dir(smoke, name)
+        assert not (run / "umap.csv").exists() and not list(run.glob("figures/*")), name
+        assert "None drawn for this run (`figures=false`)" in (run / "report.md").read_text()
+        assert (run / "claims.csv").exists() and (run / "claims_by_epoch.csv").exists()
 
 
 def test_verdicts_come_from_the_tables(smoke):
