@@ -79,10 +79,11 @@ def files(run):
     return {str(p.relative_to(run)): p.stat().st_mtime_ns for p in Path(run).rglob("*") if p.is_file()}
 
 
-def test_reproduce_again_reuses_everything(seeds):
+def test_reproduce_again_reuses_everything(seeds, shared_generators):
     before, m0 = files(seeds), pd.read_csv(seeds / "seed0" / "metrics.csv")
     kept = {p: (seeds / p).read_bytes() for p in ("seed0/config.json", "seed1/config.json", "claims.csv")}
-    run("reproduce", "--preset", "smoke", "--out", str(seeds), "--quiet", "--seeds", "2")
+    run("reproduce", "--preset", "smoke", "--out", str(seeds), "--quiet", "--seeds", "2",
+        env={**os.environ, "REVSSL_GENERATORS": str(shared_generators)})
     after = files(seeds)
     assert set(after) == set(before)
     # timings.json and report.md state the accumulated wall time; train rewrites config.json (same bytes); no
