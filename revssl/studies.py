@@ -113,7 +113,7 @@ SMOKE = Study("smoke", _paper_members("smoke", main=("depth=4", *_width(20)), re
                                       quiet=("umap=false", "figures=false")),
               _ROLES, {"Fig. 8 — B.2 stand-in (digits, seed 1)": "digits-seed1",
                        "Fig. 9 — B.2 stand-in (digits, seed 1)": "digits-seed1"},
-              "about 2 minutes on 2 CPU cores (measured in tests/test_studies.py)",
+              "about 3 minutes on 2 idle CPU cores (190 s for `revssl reproduce --study smoke`, generators included)",
               ("digits (8×8, 10 classes, 3 superclasses) instead of CIFAR-100; 4 epochs; RES-2/4 instead of RES-5/10; "
                "widths 4, 20, 80 (1 : 5 : 20 as 50, 250, 1000)", "B.2: digits with seed 1 and 1000 training images "
                "stands in for CIFAR-10 and Food-101", "§5 generators: the ResNet-18 / ViT minis of revssl.randomness"))
