@@ -276,7 +276,7 @@ def write_report(run:Path,               # an analysed run directory with its fi
              *s5_section(cfg, r), *bn_section(optional_table(run, "bn_compare.csv")),
              *projector_section(optional_table(run, "projector.csv"), m), *collapse_section(cfg, log), "## Figures", ""]
     parts += [f"![{p.stem}](figures/{p.name})" for p in figures] or [
-        "None drawn for this run (`figures=false`): the study it belongs to draws its figures from the run's tables."]
+        "None drawn for this run (`figures=false`); `revssl figures RUN` draws them from its tables."]
     write_if_changed(run/"report.md", ("\n".join(parts) + "\n").encode())
     return run/"report.md"
 

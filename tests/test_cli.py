@@ -20,6 +20,11 @@ from revssl.ladder import read_ladder
 REVSSL = [str(Path(sys.executable).parent / "revssl")]  # the console script installed with the package
 
 
+def with_generators(root) -> dict:
+    "This environment with `$REVSSL_GENERATORS` set to `root` (the §5 generators shared by the session's runs)."
+    return {**os.environ, "REVSSL_GENERATORS": str(root)}
+
+
 def run(*args, check=True, **kw):
     p = subprocess.run([*REVSSL, *args], capture_output=True, text=True, **kw)
     if check and p.returncode != 0:
@@ -32,7 +37,7 @@ def seeds(tmp_path_factory, shared_generators):
     "`revssl reproduce --seeds 2` of the smoke preset, through the installed console script: the seed folder."
     out = tmp_path_factory.mktemp("runs") / "smoke-2seeds"
     run("reproduce", "--preset", "smoke", "--out", str(out), "--quiet", "--seeds", "2",
-        env={**os.environ, "REVSSL_GENERATORS": str(shared_generators)})
+        env=with_generators(shared_generators))
     return out
 
 
@@ -83,7 +88,7 @@ def test_reproduce_again_reuses_everything(seeds, shared_generators):
     before, m0 = files(seeds), pd.read_csv(seeds / "seed0" / "metrics.csv")
     kept = {p: (seeds / p).read_bytes() for p in ("seed0/config.json", "seed1/config.json", "claims.csv")}
     run("reproduce", "--preset", "smoke", "--out", str(seeds), "--quiet", "--seeds", "2",
-        env={**os.environ, "REVSSL_GENERATORS": str(shared_generators)})
+        env=with_generators(shared_generators))
     after = files(seeds)
     assert set(after) == set(before)
     # timings.json and report.md state the accumulated wall time; train rewrites config.json (same bytes); no
