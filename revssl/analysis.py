@@ -4,7 +4,7 @@
 
 # %% ../nbs/08b_analysis.ipynb #2a442326
 from __future__ import annotations
-import hashlib, json, sys
+import hashlib, json, os, sys, tempfile
 from dataclasses import replace
 from functools import cache, partial
 from pathlib import Path
@@ -16,17 +16,18 @@ from .config import Config, EVAL_BN, config_from_dict, config_hash, validate, da
 from .datasets import load_dataset, dataset_info
 from .augment import SimCLRAugment, normalize, sample_level_set
 from .train import load_train_set, subset_indices, resolve_device, progress_bar
-from .files import keyed_cache
+from .files import keyed_cache, file_lock
 from .features import layer_features, recalibrate_bn, revssl_layers, model_from_checkpoint, projector_module
 from .metrics import ncc_accuracy, cdnv, class_variance, class_mean_distance, mine_estimate
 from .probes import linear_probe
 from .spectra import spectral_rows
 
 # %% auto #0
-__all__ = ['FEATURE_FIELDS', 'ANALYSIS_FIELDS', 'COLUMNS', 'METRICS_VERSION', 'PAIRS', 'PROJECTOR', 'BN_COLUMNS', 'eval_sets',
-           'model_features', 'file_digest', 'cache_key', 'checkpoint_features', 'measure', 'plot_layers', 'mine_rows',
-           'weight_checkpoints', 'run_config', 'metrics_key', 'epoch_metrics', 'analyze', 'projector_features',
-           'projector_metrics', 'import_umap', 'umap_rows', 'embed_umap', 'eval_bn_rows', 'compare_eval_bn']
+__all__ = ['FEATURE_FIELDS', 'ANALYSIS_FIELDS', 'COLUMNS', 'METRICS_VERSION', 'PAIRS', 'PROJECTOR', 'UMAP_LOCK', 'BN_COLUMNS',
+           'eval_sets', 'model_features', 'file_digest', 'cache_key', 'checkpoint_features', 'measure', 'plot_layers',
+           'mine_rows', 'weight_checkpoints', 'run_config', 'metrics_key', 'epoch_metrics', 'analyze',
+           'projector_features', 'projector_metrics', 'import_umap', 'umap_rows', 'embed_umap', 'eval_bn_rows',
+           'compare_eval_bn']
 
 # %% ../nbs/08b_analysis.ipynb #3d66809e
 FEATURE_FIELDS = ("dataset", "data_root", "train_subset", "seed", "eval_train", "eval_test", "sample_n",
@@ -296,6 +297,8 @@ def import_umap():
     return umap
 
 # %% ../nbs/08b_analysis.ipynb #4f442c2b
+UMAP_LOCK = Path(tempfile.gettempdir())/f"revssl-umap-{os.getuid() if hasattr(os, 'getuid') else 0}.lock"
+
 def umap_rows(feats:dict,  # {set: {layer: features}} of one checkpoint
               labels:dict, # {set: {hierarchy: labels}}
               epoch:int,   # the checkpoint's epoch (a column of the rows)
@@ -303,15 +306,16 @@ def umap_rows(feats:dict,  # {set: {layer: features}} of one checkpoint
               seed:int=0,  # UMAP's random state
              )->list[dict]:
     "2-D UMAP coordinates of the last layer for k samples, k classes and k superclasses (Fig. 1)."
-    umap = import_umap()
     rows = []
     last = max(feats["train"])
     panels = [("sample", feats["sample_train"][last], labels["sample_train"]["sample"])]
     panels += [(h, feats["train"][last], labels["train"][h]) for h in ("class", "superclass") if h in labels["train"]]
-    for h, x, y in panels:
-        m = torch.isin(y, torch.unique(y)[:k])
-        xy = umap.UMAP(n_neighbors=min(15, int(m.sum()) - 1), random_state=seed, n_jobs=1).fit_transform(x[m].numpy())
-        rows += [dict(epoch=epoch, hierarchy=h, label=int(l), x=float(a), y=float(b)) for l, (a, b) in zip(y[m], xy)]
+    with file_lock(UMAP_LOCK):          # one process at a time: the first one on a machine fills numba's cache
+        umap = import_umap()
+        for h, x, y in panels:
+            m = torch.isin(y, torch.unique(y)[:k])
+            xy = umap.UMAP(n_neighbors=min(15, int(m.sum()) - 1), random_state=seed, n_jobs=1).fit_transform(x[m].numpy())
+            rows += [dict(epoch=epoch, hierarchy=h, label=int(l), x=float(a), y=float(b)) for l, (a, b) in zip(y[m], xy)]
     return rows
 
 # %% ../nbs/08b_analysis.ipynb #3a18c2a6
