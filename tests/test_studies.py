@@ -123,7 +123,7 @@ def test_single_and_seed_studies_do_not_mix(smoke_seeds, smoke):
 def test_submitit_local_executor(tmp_path):
     submitit = pytest.importorskip("submitit")
     tiny = Member("tiny", "smoke", ("epochs=1", "analysis_epochs=0,1", "method=supervised", "augment=none",
-                                    "umap_points=3"))
+                                    "umap=false", "figures=false"))   # the launcher is under test, not Fig. 1
     ex = submitit.LocalExecutor(folder=tmp_path / "jobs")
     job, = submit_slurm(tmp_path, [tiny], executor=ex)
     assert Path(job.result()) == run_dir(tmp_path, "tiny")
