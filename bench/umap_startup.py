@@ -24,6 +24,7 @@ import contextlib
 points, dim, fits, via_revssl, lock = json.loads(sys.argv[1])
 if via_revssl:
     from revssl.analysis import import_umap     # torch and revssl imported outside the timer
+if lock:
     from revssl.files import file_lock
 held = file_lock(lock) if lock else contextlib.nullcontext()
 held.__enter__()                                # until the process ends: the import and every fit, as umap_rows
